@@ -1,0 +1,56 @@
+"""Noise schedules as plain functions returning a decreasing sigma tensor that ends in 0.
+
+Sigma-space (EDM / variance-exploding view): ``x = x0 + sigma n``. A VP state
+``x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps`` is the same point as ``x = x_t / sqrt(ab_t)`` with
+``sigma_t = sqrt((1 - ab_t) / ab_t)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+                  dtype: torch.dtype = torch.float64) -> Tensor:
+    """EDM schedule ``sigma_i = (s_max^(1/rho) + i/(n-1) (s_min^(1/rho) - s_max^(1/rho)))^rho``, then 0.
+
+    Returns ``n + 1`` values: ``n`` noise levels from ``sigma_max`` down to ``sigma_min``, then 0.
+    """
+    if n < 1:
+        raise ValueError(f"n: expected at least 1 step, got {n!r}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"sigma_min, sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min!r}, {sigma_max!r}")
+    ramp = torch.linspace(0, 1, n, dtype=dtype) if n > 1 else torch.zeros(1, dtype=dtype)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def vp_alphas_cumprod(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                      dtype: torch.dtype = torch.float64) -> Tensor:
+    """``alpha_bar_t`` of DDPM's linear beta schedule (Ho et al. 2020), ``t = 0 .. T-1``."""
+    betas = torch.linspace(beta_start, beta_end, T, dtype=dtype)
+    return torch.cumprod(1 - betas, dim=0)
+
+
+def vp_sigmas(n: int, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+              sigma_max: float | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
+    """DDPM's linear-beta schedule in sigma-space: ``sigma_t = sqrt((1 - ab_t) / ab_t)``.
+
+    ``n`` timesteps spaced evenly over ``T`` (DDIM-style respacing), from large to small, then 0.
+    ``sigma_max`` (e.g. a prior's trained maximum) drops the timesteps above it.
+    """
+    if n < 1:
+        raise ValueError(f"n: expected at least 1 step, got {n!r}")
+    ab = vp_alphas_cumprod(T, beta_start, beta_end, dtype)
+    sig = ((1 - ab) / ab).sqrt()
+    if sigma_max is not None:
+        sig = sig[sig <= sigma_max]
+    idx = torch.linspace(len(sig) - 1, 0, n, dtype=dtype).round().long()
+    return torch.cat([sig[idx], sig.new_zeros(1)])
+
+
+def sigma_to_alpha_bar(sigma: Tensor) -> Tensor:
+    """``ab = 1 / (1 + sigma^2)``: the VP ``alpha_bar`` of a sigma-space noise level."""
+    return 1 / (1 + sigma**2)
