@@ -1,0 +1,9 @@
+"""Forward operators: deepinv ``LinearPhysics`` with exact adjoints and useful pseudo-inverses."""
+
+from invdiff.operators.blur import Blur
+from invdiff.operators.ct import CT
+from invdiff.operators.inpainting import Inpainting
+from invdiff.operators.mri import MRI
+from invdiff.operators.superres import SuperResolution
+
+__all__ = ["Inpainting", "Blur", "SuperResolution", "CT", "MRI"]
