@@ -1,0 +1,1 @@
+"""Benchmarks: operators, prior quality, solver overhead, exact posteriors, tasks against deepinv."""
