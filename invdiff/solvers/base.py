@@ -111,6 +111,7 @@ class Solver(dinv.models.Reconstructor):
     """
 
     batch_samples = True  # repeat y along the batch to draw n_samples at once
+    needs_prior = True  # False for the classical baselines (invdiff.reconstruct then passes no prior)
 
     def __init__(self, prior=None, device: str | torch.device = "cpu"):
         super().__init__()
