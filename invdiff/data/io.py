@@ -170,10 +170,10 @@ def _load_nifti(path: Path) -> tuple[Tensor, dict]:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises its own ImageFileError (a ValueError) and others
         raise ValueError(f"{path}: could not read as NIfTI: {exc}") from exc
-    arr = np.asarray(img.dataobj)
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{path}: complex NIfTI data is not supported; expected a real image")
-    dtype = str(arr.dtype)
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.kind not in "biuf":
+        raise ValueError(f"{path}: NIfTI data of type {dtype} is not supported; expected a real image")
+    dtype = str(dtype)
     arr = np.asarray(img.get_fdata(dtype=np.float32))  # applies scl_slope / scl_inter
     axes = tuple(range(arr.ndim))[::-1]
     tensor = torch.from_numpy(np.ascontiguousarray(np.transpose(arr, axes)))
