@@ -1,0 +1,24 @@
+"""Adapters from public checkpoint families to invdiff's EDM denoiser convention.
+
+Each ``load_*`` function reads a local checkpoint safely (safetensors or
+``torch.load(weights_only=True)``), builds the network explicitly, and returns a
+``deepinv.models.Denoiser`` ``D(x, sigma) = E[x0 | x = x0 + sigma n]`` with ``data_range``,
+``sigma_min`` and ``sigma_max`` attributes. Nothing is downloaded.
+"""
+
+from invdiff.priors.adapters.adm import ADM_CONFIGS, ADMConfig, ADMUNet, load_adm
+from invdiff.priors.adapters.diffusers import load_diffusers
+from invdiff.priors.adapters.ncsnpp import VEScoreDenoiser, load_ncsnpp
+from invdiff.priors.adapters.vp import VPEpsDenoiser, make_alphas_cumprod
+
+__all__ = [
+    "ADM_CONFIGS",
+    "ADMConfig",
+    "ADMUNet",
+    "VEScoreDenoiser",
+    "VPEpsDenoiser",
+    "load_adm",
+    "load_diffusers",
+    "load_ncsnpp",
+    "make_alphas_cumprod",
+]
