@@ -164,7 +164,7 @@ class TV(_Baseline):
         nabla, nabla_adjoint = dinv.models.TVDenoiser.nabla, dinv.models.TVDenoiser.nabla_adjoint
         x = op.A_dagger(y)
         probe = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        L = float(op.compute_norm(probe, max_iter=50, tol=1e-4, verbose=False, squared=True))
+        L = float(op.compute_sqnorm(probe, max_iter=50, tol=1e-4, verbose=False))
         if not (math.isfinite(L) and L > 0):
             raise ValueError(f"op: the operator norm estimate is {L!r}; expected a positive finite number")
         c = 1 / math.sqrt(L)
