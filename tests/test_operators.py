@@ -84,6 +84,16 @@ def test_adjoint_dot_product(op_name, dtype):
     assert abs(float(lhs / rhs) - 1) < 10 * tol, f"{op_name}: <Ax,y>/<x,A^T y> = {float(lhs / rhs)}"
 
 
+def test_autograd_gradient_is_adjoint(op_name):
+    """Solvers differentiate ||A x - y||^2 / 2 with autograd; its gradient must be A^T (A x - y)."""
+    op = OPERATORS[op_name]()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, *op.img_size, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(op.A(x).shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(0.5 * (op.A(x) - y).pow(2).sum(), x)
+    torch.testing.assert_close(grad, op.A_adjoint(op.A(x.detach()) - y), atol=1e-6, rtol=1e-6)
+
+
 def test_operators_are_deepinv_linear_physics(op_name):
     op = OPERATORS[op_name]()
     assert isinstance(op, dinv.physics.LinearPhysics)

@@ -202,8 +202,9 @@ class MRI(dinv.physics.LinearPhysics):
 
     @property
     def acceleration_achieved(self) -> float:
-        """``1 / (fraction of k-space sampled)``."""
-        return 1.0 / float(self.mask.mean())
+        """``1 / (fraction of k-space sampled)`` (``inf`` for an empty mask)."""
+        rate = float(self.mask.mean())
+        return 1.0 / rate if rate > 0 else math.inf
 
     def _image_to_complex(self, x: Tensor) -> Tensor:
         """``(B, C, ...)`` real -> ``(B, ...)`` complex."""

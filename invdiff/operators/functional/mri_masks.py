@@ -146,7 +146,9 @@ def poisson_mask(
     ``round(H * cf) x round(W * cf)`` central block is always sampled. The scale ``s`` is found by
     bisection so that about ``H W / acceleration`` pixels are sampled; the count is discrete, so
     the acceleration reached is within about ``tol`` of the request for moderate accelerations
-    (check ``1 / mask.float().mean()``).
+    (check ``1 / mask.float().mean()``). The search runs the sampler up to ``max_iter`` times in
+    Python: about 0.05 s at 32x32 and 3 s at 320x320 on one CPU core, so build a mask once and pass
+    it on as a tensor when you need it many times.
 
     Parameters
     ----------
