@@ -9,7 +9,8 @@ Layout (as written by ``pipeline.save_pretrained(folder)``)::
 A discrete VP scheduler (DDPM, DDIM, PNDM, ... : ``beta_schedule``, ``beta_start``, ``beta_end``,
 ``num_train_timesteps``, ``prediction_type``, optional ``trained_betas``) gives a
 :class:`~invdiff.priors.adapters.vp.VPEpsDenoiser` whose ``alphas_cumprod`` are computed here from
-that configuration; ``prediction_type`` ``epsilon``, ``v_prediction`` and ``sample`` are supported.
+that configuration, in float32 as diffusers computes them; ``prediction_type`` ``epsilon``,
+``v_prediction`` and ``sample`` are supported.
 A ``ScoreSdeVeScheduler`` (``sigma_min``, ``sigma_max``; the NCSN++ ports such as
 ``google/ncsnpp-celebahq-256``, whose UNet takes ``sigma`` as its timestep and returns the score)
 gives a :class:`~invdiff.priors.adapters.ncsnpp.VEScoreDenoiser`.
@@ -123,12 +124,13 @@ def load_diffusers(path: str | os.PathLike, device: str | torch.device = "cpu", 
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"{path / 'scheduler'}: prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
     T = int(sched.get("num_train_timesteps", 1000))
+    # in float32, as diffusers' schedulers compute them (the numbers the network was trained with)
     if sched.get("trained_betas") is not None:
-        betas = torch.as_tensor(sched["trained_betas"], dtype=torch.float64)
-        ab = torch.cumprod(1 - betas, dim=0)
+        betas = torch.as_tensor(sched["trained_betas"], dtype=torch.float32)
+        ab = torch.cumprod(1 - betas, dim=0).to(torch.float64)
     else:
         ab = make_alphas_cumprod(sched.get("beta_schedule", "linear"), T, float(sched.get("beta_start", 1e-4)),
-                                 float(sched.get("beta_end", 0.02)))
+                                 float(sched.get("beta_end", 0.02)), compute_dtype=torch.float32)
     D = VPEpsDenoiser(net, ab, data_range=data_range or (-1.0, 1.0), prediction_type=prediction_type,
                       timestep=timestep, name=name)
     return D.to(device).eval()

@@ -40,7 +40,7 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 def make_alphas_cumprod(beta_schedule: str = "linear", num_train_timesteps: int = 1000,
                         beta_start: float = 1e-4, beta_end: float = 0.02,
-                        dtype: torch.dtype = torch.float64) -> Tensor:
+                        compute_dtype: torch.dtype = torch.float64) -> Tensor:
     """``alpha_bar_t = prod_{s <= t} (1 - beta_s)`` for the usual discrete VP schedules.
 
     Parameters
@@ -54,29 +54,32 @@ def make_alphas_cumprod(beta_schedule: str = "linear", num_train_timesteps: int 
         ``T``.
     beta_start, beta_end : float
         Ends of the linear schedules (ignored by the cosine schedule).
+    compute_dtype : torch.dtype
+        Precision of the betas and of the cumulative product, to reproduce a codebase's own
+        numbers: guided-diffusion computes in float64 (NumPy), diffusers in float32 (torch).
 
     Returns
     -------
     Tensor
-        ``(T,)`` strictly decreasing values in ``(0, 1)``.
+        ``(T,)`` float64, strictly decreasing values in ``(0, 1)``.
     """
     T = num_train_timesteps
     if isinstance(T, bool) or not isinstance(T, int) or T < 2:
         raise ValueError(f"num_train_timesteps: expected an integer >= 2, got {T!r}")
     if beta_schedule == "linear":
-        betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+        betas = torch.linspace(beta_start, beta_end, T, dtype=compute_dtype)
     elif beta_schedule == "scaled_linear":
-        betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=compute_dtype) ** 2
     elif beta_schedule == "squaredcos_cap_v2":
         def ab(s: float) -> float:
             return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
 
-        betas = torch.tensor([min(1 - ab((i + 1) / T) / ab(i / T), 0.999) for i in range(T)], dtype=torch.float64)
+        betas = torch.tensor([min(1 - ab((i + 1) / T) / ab(i / T), 0.999) for i in range(T)], dtype=compute_dtype)
     else:
         raise ValueError(f"beta_schedule: expected one of {BETA_SCHEDULES}, got {beta_schedule!r}")
     if not bool(((betas > 0) & (betas < 1)).all()):
         raise ValueError(f"beta_start, beta_end: the betas must lie in (0, 1), got {beta_start!r}, {beta_end!r}")
-    return torch.cumprod(1 - betas, dim=0).to(dtype)
+    return torch.cumprod(1 - betas, dim=0).to(torch.float64)
 
 
 class VPEpsDenoiser(dinv.models.Denoiser):
