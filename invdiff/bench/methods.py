@@ -1,0 +1,272 @@
+"""Method adapters: every benchmark method behind one call, with the same prior, operator, measurement and budget.
+
+A method is run as ``method.run(prior, op, y, nfe, seed, params) -> Output``. ``prior`` is the one
+prior object of the benchmark wrapped in a :class:`CountingDenoiser` (the harness counts every
+network call made through it, for invdiff's and deepinv's methods alike), ``op`` the task's
+operator (its noise level set), ``y`` the measurement batch ``(B, ...)`` and ``nfe`` the budget of
+network calls per image. How the budget maps to each method's steps:
+
+========================  ==========================================================================
+invdiff DPS               ``steps = nfe``: one network call (and one backward pass) per step
+invdiff RED-Diff          ``steps = nfe``: one network call per Adam step, no backward pass
+invdiff DDS               ``steps = nfe``: one network call per DDIM step, CG data consistency
+invdiff SMC               ``steps = nfe`` batched calls over ``particles`` particles per image, so
+                          ``particles * nfe`` per-particle network evaluations per image; with
+                          ``equal_evals=True`` ``steps = nfe // particles`` (equal evaluations)
+invdiff DiffusionMBIR     ``steps = nfe`` per slice (3D task only)
+deepinv DPS               ``num_steps = nfe + 1`` (its DDPM solver calls the network ``num_steps - 1``
+                          times, never at the final ``t = 0``)
+deepinv DiffPIR           ``max_iter = nfe`` (one call per iteration)
+deepinv DDRM              ``sigmas = linspace(1, 0, nfe)`` (one call per level); only on a
+                          ``DecomposablePhysics`` (inpainting, deblurring, super-resolution)
+FBP / zero-filled, TV     no network (the operator's ``A_dagger``; TV by PDHG, 300 iterations)
+========================  ==========================================================================
+
+Hyperparameters come from :data:`HPARAMS` (per method and task group), tuned on the tuning images
+(:func:`invdiff.bench.tasks.tuning_images`, seed 777002) by :mod:`invdiff.bench.tune`, never on the
+test images; deepinv's methods were given the same tuning of their main knob.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import deepinv as dinv
+import numpy as np
+import torch
+from torch import Tensor
+
+_PRIOR_ATTRS = ("sigma_min", "sigma_max", "data_range", "sigma_data", "name")
+
+
+class CountingDenoiser(dinv.models.Denoiser):
+    """Wraps a denoiser and counts its calls: ``calls`` (batched calls) and ``evaluations`` (images through the net).
+
+    A call with a batch of ``k`` inputs counts once in ``calls`` and ``k`` times in ``evaluations``.
+    The prior's descriptive attributes (``sigma_min``, ``sigma_max``, ``data_range``, ...) are copied.
+    """
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        for a in _PRIOR_ATTRS:
+            if hasattr(inner, a):
+                setattr(self, a, getattr(inner, a))
+        self.calls = 0
+        self.evaluations = 0
+
+    def reset(self) -> None:
+        self.calls = 0
+        self.evaluations = 0
+
+    def forward(self, x: Tensor, sigma, *args, **kwargs) -> Tensor:
+        self.calls += 1
+        self.evaluations += int(x.shape[0])
+        return self.inner(x, sigma, *args, **kwargs)
+
+
+@dataclass
+class Output:
+    """A method's result on a batch: the estimate ``x`` ``(B, ...)``, posterior ``samples`` ``(S, B, ...)`` if any."""
+
+    x: Tensor
+    samples: Tensor | None = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A benchmark method.
+
+    Attributes
+    ----------
+    key : str
+        Identifier used by ``--methods`` (``dps``, ``reddiff``, ``smc``, ``dds``, ``mbir``, ``slicewise``,
+        ``dinv-dps``, ``dinv-diffpir``, ``dinv-ddrm``, ``fbp``, ``tv``).
+    name : str
+        Display name.
+    family : str
+        ``invdiff``, ``deepinv`` or ``classical``.
+    nfe_rule : str
+        How the budget of network calls maps to the method's steps.
+    runner : callable
+        ``(prior, op, y, nfe, seed, params) -> Output``.
+    applies : callable
+        ``(task, op) -> None`` when the method runs on the task, else the reason it is skipped.
+    available : callable
+        ``() -> None`` when the method's code imports, else the reason it is not available.
+    """
+
+    key: str
+    name: str
+    family: str
+    nfe_rule: str
+    runner: Callable
+    applies: Callable = lambda task, op: None if not task.volume else "2D method"
+    available: Callable = lambda: None
+
+    def run(self, prior, op, y: Tensor, nfe: int, seed: int, params: dict) -> Output:
+        return self.runner(prior, op, y, nfe, seed, params)
+
+
+# ----------------------------------------------------------------------------- hyperparameters
+# Tuned on the tuning images (seed 777002) with `python -m invdiff.bench.tune`, at 100 network calls;
+# the grids and scores are in benchmarks/TUNING.md. Groups: ct, mri, inpaint, deblur, sr, ct3d.
+HPARAMS: dict[str, dict[str, dict]] = {
+    "dps": {"default": {"step_size": 1.0}},
+    "reddiff": {"default": {"lr": 0.1, "lam": 0.25}},
+    "dds": {"default": {}},
+    "smc": {"default": {"particles": 8}},
+    "mbir": {"default": {}},
+    "slicewise": {"default": {}},
+    "dinv-dps": {"default": {"weight": 1.0}},
+    "dinv-diffpir": {"default": {"lambda_": 7.0, "zeta": 0.1}},
+    "dinv-ddrm": {"default": {"eta": 0.85}},
+    "tv": {"default": {"weight": 0.01}},
+}
+
+
+def hparams(key: str, group: str) -> dict:
+    """The hyperparameters of method ``key`` for task group ``group`` (group entry over the default)."""
+    table = HPARAMS.get(key, {})
+    return {**table.get("default", {}), **table.get(group, {})}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _module_available(module: str, attr: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        try:
+            getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            return f"{module}.{attr} not importable ({type(err).__name__}: {err})"
+        return None
+
+    return check
+
+
+def _solver_cls(module: str, attr: str):
+    return getattr(importlib.import_module(module), attr)
+
+
+def _invdiff_run(module: str, attr: str, steps_of: Callable[[int, dict], dict]):
+    """An adapter for an invdiff solver class: ``cls(prior, **steps_of(nfe, params), **params)``."""
+
+    def run(prior, op, y, nfe, seed, params):
+        cls = _solver_cls(module, attr)
+        p = dict(params)
+        n_samples = p.pop("n_samples", 1)
+        solver = cls(prior, **steps_of(nfe, p), **p)
+        r = solver.reconstruct(y, op, n_samples=n_samples, seed=seed, progress=False)
+        return Output(x=r.mean, samples=r.samples if n_samples > 1 else None, info={"solver_nfe": r.nfe})
+
+    return run
+
+
+def _steps(nfe: int, p: dict) -> dict:
+    return {"steps": nfe}
+
+
+def _smc_steps(nfe: int, p: dict) -> dict:
+    particles = int(p.get("particles", 8))
+    if p.pop("equal_evals", False):
+        return {"steps": max(1, nfe // particles)}
+    return {"steps": nfe}
+
+
+def _smc_run(prior, op, y, nfe, seed, params):
+    p = {"n_samples": 16, **params}
+    return _invdiff_run("invdiff.solvers.smc", "SMC", _smc_steps)(prior, op, y, nfe, seed, p)
+
+
+def _fbp_run(prior, op, y, nfe, seed, params):
+    with torch.no_grad():
+        return Output(x=op.A_dagger(y))
+
+
+def _tv_run(prior, op, y, nfe, seed, params):
+    from invdiff.solvers.baselines import TV
+
+    r = TV(**params).reconstruct(y, op, seed=seed, progress=False)
+    return Output(x=r.mean)
+
+
+def _dinv_dps_run(prior, op, y, nfe, seed, params):
+    rng = torch.Generator(device=y.device).manual_seed(int(seed))
+    model = dinv.sampling.DPS(prior, num_steps=nfe + 1, rng=rng, device=y.device, **params)
+    return Output(x=model(y, op, seed=seed).to(y.dtype))
+
+
+def _dinv_diffpir_run(prior, op, y, nfe, seed, params):
+    p = dict(params)
+    init_fbp = p.pop("init_fbp", True)
+    model = dinv.sampling.DiffPIR(prior, dinv.optim.data_fidelity.L2(), max_iter=nfe, device=y.device, **p)
+    torch.manual_seed(seed)  # DiffPIR draws from the global generator
+    with torch.no_grad():
+        x_init = op.A_dagger(y) if init_fbp else None
+    return Output(x=model(y, op, x_init=x_init).to(y.dtype))
+
+
+def _dinv_ddrm_run(prior, op, y, nfe, seed, params):
+    model = dinv.sampling.DDRM(prior, sigmas=np.linspace(1.0, 0.0, nfe), **params)
+    torch.manual_seed(seed)  # DDRM draws from the global generator
+    return Output(x=model(y, op).to(y.dtype))
+
+
+def _decomposable(task, op) -> str | None:
+    if task.volume:
+        return "2D method"
+    if not isinstance(op, dinv.physics.DecomposablePhysics):
+        return f"needs a DecomposablePhysics (SVD); {type(op).__name__} is not"
+    return None
+
+
+def _only_3d(task, op) -> str | None:
+    return None if task.volume else "3D method"
+
+
+def _any(task, op) -> str | None:
+    return None
+
+
+def _mbir_run(tv: bool):
+    def run(prior, op, y, nfe, seed, params):
+        cls = _solver_cls("invdiff.solvers.mbir3d", "DiffusionMBIR")
+        p = dict(params)
+        if not tv:
+            p["tv_weight"] = 0.0
+        r = cls(prior, steps=nfe, **p).reconstruct(y, op, seed=seed, progress=False)
+        return Output(x=r.mean, info={"solver_nfe": r.nfe})
+
+    return run
+
+
+METHODS: dict[str, Method] = {m.key: m for m in [
+    Method("fbp", "FBP / zero-filled (A_dagger)", "classical", "no network", _fbp_run, applies=_any),
+    Method("tv", "TV (PDHG)", "classical", "no network; 300 PDHG iterations", _tv_run, applies=_any),
+    Method("dps", "invdiff DPS", "invdiff", "steps = NFE", _invdiff_run("invdiff.solvers.dps", "DPS", _steps)),
+    Method("reddiff", "invdiff RED-Diff", "invdiff", "steps = NFE",
+           _invdiff_run("invdiff.solvers.red_diff", "REDDiff", _steps)),
+    Method("dds", "invdiff DDS", "invdiff", "steps = NFE", _invdiff_run("invdiff.solvers.dds", "DDS", _steps),
+           available=_module_available("invdiff.solvers.dds", "DDS")),
+    Method("smc", "invdiff SMC", "invdiff", "steps = NFE batched calls x particles", _smc_run,
+           available=_module_available("invdiff.solvers.smc", "SMC")),
+    Method("mbir", "invdiff DiffusionMBIR", "invdiff", "steps = NFE per slice", _mbir_run(tv=True),
+           applies=_only_3d, available=_module_available("invdiff.solvers.mbir3d", "DiffusionMBIR")),
+    Method("slicewise", "invdiff slice-wise (MBIR, tv_weight=0)", "invdiff", "steps = NFE per slice",
+           _mbir_run(tv=False), applies=_only_3d,
+           available=_module_available("invdiff.solvers.mbir3d", "DiffusionMBIR")),
+    Method("dinv-dps", "deepinv DPS", "deepinv", "num_steps = NFE + 1", _dinv_dps_run),
+    Method("dinv-diffpir", "deepinv DiffPIR", "deepinv", "max_iter = NFE", _dinv_diffpir_run),
+    Method("dinv-ddrm", "deepinv DDRM", "deepinv", "len(sigmas) = NFE", _dinv_ddrm_run, applies=_decomposable),
+]}
+
+QUICK_METHODS = ("fbp", "reddiff", "dps", "dinv-diffpir")
+
+
+def get_method(key: str) -> Method:
+    """The method called ``key`` (a key of :data:`METHODS`)."""
+    if key not in METHODS:
+        raise ValueError(f"method: unknown method {key!r}; expected one of {list(METHODS)}")
+    return METHODS[key]
