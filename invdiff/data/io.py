@@ -50,7 +50,7 @@ from torch import Tensor
 from invdiff.utils import atomic_path
 
 SUPPORTED = (".nii", ".nii.gz", ".h5", ".npy")
-_RECON_KEYS = ("reconstruction_rss", "reconstruction_esc")
+_RECON_KEYS = ("reconstruction_rss", "reconstruction_esc", "reconstruction")
 _INTERNAL_KEYS = {"format", "key", "dtype", "axcodes", "spacing", "complex_axis", "shape"}
 
 __all__ = ["load", "save", "SUPPORTED"]
@@ -120,8 +120,8 @@ def load(path: str | os.PathLike, key: str | None = None) -> tuple[Tensor, dict]
     path : str or os.PathLike
         A ``.nii``, ``.nii.gz``, ``.h5`` (fastMRI layout) or ``.npy`` file.
     key : str, optional
-        HDF5 only: the dataset to return (default ``kspace`` if present, else
-        ``reconstruction_rss``, else ``reconstruction_esc``).
+        HDF5 only: the dataset to return (default: the first present of ``kspace``,
+        ``reconstruction_rss``, ``reconstruction_esc``, ``reconstruction``).
 
     Returns
     -------
@@ -199,7 +199,7 @@ def _load_h5(path: Path, key: str | None) -> tuple[Tensor, dict]:
         if key is None:
             key = next((k for k in ("kspace", *_RECON_KEYS) if k in f), None)
             if key is None:
-                raise ValueError(f"{path}: no 'kspace', 'reconstruction_rss' or 'reconstruction_esc' dataset "
+                raise ValueError(f"{path}: no 'kspace', 'reconstruction_rss', 'reconstruction_esc' or 'reconstruction' dataset "
                                  f"(found {names}); pass key= to choose one")
         elif key not in f or not isinstance(f[key], h5py.Dataset):
             raise ValueError(f"key: {path} has no dataset {key!r}; datasets: {names}")
