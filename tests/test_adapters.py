@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from invdiff.priors.adapters import ADMConfig, ADMUNet, VEScoreDenoiser, VPEpsDenoiser, load_adm, load_diffusers
+from invdiff.priors.adapters import (
+    ADMConfig,
+    ADMUNet,
+    VEScoreDenoiser,
+    VPEpsDenoiser,
+    load_adm,
+    load_diffusers,
+    load_ncsnpp,
+)
+from invdiff.priors.adapters.ncsnpp import NCSNPP_CONFIGS, NCSNpp, NCSNppConfig
 
 RTOL = 1e-4
 TINY_ADM = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult=(1, 2),
@@ -269,3 +278,98 @@ def test_vp_denoiser_argument_checks():
     D = VPEpsDenoiser(lambda x, t: torch.zeros(x.shape[0], 5, *x.shape[2:]), ab)
     with pytest.raises(ValueError, match="output shape"):
         D(torch.zeros(1, 2, 4, 4), 0.5)
+
+
+# --------------------------------------------------------------------------- NCSN++ (score_sde, DiffusionMBIR)
+TINY_NCSNPP = dict(image_size=16, nf=16, num_res_blocks=1)  # DiffusionMBIR's AAPM layout, smaller
+
+
+@pytest.fixture(scope="module")
+def ncsnpp_ckpt(tmp_path_factory):
+    """A training checkpoint written as score_sde's ``save_checkpoint`` writes it."""
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    net = randomise_(NCSNpp(NCSNppConfig(**TINY_NCSNPP)), seed=9, scale=0.02)
+    wrapped = torch.nn.DataParallel(net)  # the training script wraps the net: keys "module.*"
+    sigmas = torch.exp(torch.linspace(np.log(378.0), np.log(0.01), 2000))
+    model_state = OrderedDict([("module.sigmas", sigmas)] + list(wrapped.state_dict().items()))
+    g = torch.Generator().manual_seed(10)
+    shadow = [p.detach() + 0.01 * torch.randn(p.shape, generator=g) for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    ckpt = {"optimizer": opt.state_dict(), "model": model_state,
+            "ema": {"decay": 0.999, "num_updates": 17, "shadow_params": shadow}, "step": 17}
+    path = tmp_path_factory.mktemp("ncsnpp") / "checkpoint_17.pth"
+    torch.save(ckpt, path)
+    ema_net = NCSNpp(NCSNppConfig(**TINY_NCSNPP)).eval()
+    ema_net.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        for p, s in zip([p for p in ema_net.parameters() if p.requires_grad], shadow):
+            p.copy_(s)
+    return net, ema_net, path
+
+
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_ncsnpp_matches_raw_network(ncsnpp_ckpt, use_ema):
+    net, ema_net, path = ncsnpp_ckpt
+    D = load_ncsnpp(path, use_ema=use_ema, **TINY_NCSNPP)
+    assert isinstance(D, VEScoreDenoiser)
+    assert (D.sigma_min, D.sigma_max, D.data_range) == (0.01, 378.0, (0.0, 1.0))
+    assert D.checkpoint_info == {"step": 17, "ema": use_ema}
+    raw = ema_net if use_ema else net
+    g = torch.Generator().manual_seed(11)
+    sig = torch.tensor([0.01, 0.3, 5.0, 378.0])
+    x = torch.rand(4, 1, 16, 16, generator=g) + sig[:, None, None, None] * torch.randn(4, 1, 16, 16, generator=g)
+    with torch.no_grad():
+        score = raw(x, sig)
+        ref = x + sig[:, None, None, None] ** 2 * score
+        assert rel_err(D(x, sig), ref) < RTOL  # sigma as a (B,) tensor
+        for i in range(4):  # sigma as a float; and the score part alone
+            out = D(x[i:i + 1], float(sig[i]))
+            assert rel_err(out, ref[i:i + 1]) < RTOL
+            assert rel_err((out - x[i:i + 1]) / float(sig[i]) ** 2, score[i:i + 1]) < RTOL
+        other = ema_net if raw is net else net  # the EMA choice matters: the other weights differ
+        assert rel_err(D(x, sig), x + sig[:, None, None, None] ** 2 * other(x, sig)) > 1e-3
+        assert torch.equal(D(x, 0.0), x)  # sigma = 0 is the identity
+
+
+def test_ncsnpp_errors(ncsnpp_ckpt, tmp_path):
+    net, _, path = ncsnpp_ckpt
+    ckpt = torch.load(path, weights_only=True)
+    model = dict(ckpt["model"])
+    removed = "module.all_modules.4.Conv_1.weight"
+    del model[removed]
+    model["module.extra.weight"] = torch.zeros(1)
+    torch.save(dict(ckpt, model=model), tmp_path / "bad_keys.pth")
+    with pytest.raises(ValueError, match=r"missing keys \[.all_modules.4.Conv_1.weight.\].*unexpected keys \['extra.weight'\]"):
+        load_ncsnpp(tmp_path / "bad_keys.pth", use_ema=False, **TINY_NCSNPP)
+    torch.save(dict(ckpt, ema=dict(ckpt["ema"], shadow_params=ckpt["ema"]["shadow_params"][:-1])), tmp_path / "bad_ema.pth")
+    with pytest.raises(ValueError, match="EMA holds"):
+        load_ncsnpp(tmp_path / "bad_ema.pth", **TINY_NCSNPP)
+    with pytest.raises(ValueError, match="does not match NCSNpp"):  # another configuration
+        load_ncsnpp(path, **(TINY_NCSNPP | dict(num_res_blocks=2)), use_ema=False)
+    with pytest.raises(FileNotFoundError):
+        load_ncsnpp(tmp_path / "nope.pth")
+    torch.save({"model": {"w": torch.zeros(1)}, "cfg": ADMConfig()}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="refused"):
+        load_ncsnpp(tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="progressive"):
+        NCSNppConfig(progressive="residual")
+
+
+def test_ncsnpp_diffusionmbir_layout():
+    """DiffusionMBIR's AAPM 256 / fastMRI 320 network, built on the meta device (no memory, no time).
+
+    Reference numbers measured on the original score_sde ``NCSNpp`` with the same configuration:
+    521 state-dict entries besides ``sigmas``, 61,433,601 parameters, 520 of them trainable tensors
+    (the EMA list), the Gaussian Fourier features ``all_modules.0.W`` (128 values) fixed.
+    """
+    for name in ("aapm256", "fastmri_knee320"):
+        with torch.device("meta"):
+            net = NCSNpp(NCSNPP_CONFIGS[name])
+        state = net.state_dict()
+        assert len(state) == 521
+        assert sum(p.numel() for p in net.parameters()) == 61_433_601
+        fixed = [n for n, p in net.named_parameters() if not p.requires_grad]
+        assert fixed == ["all_modules.0.W"] and state["all_modules.0.W"].shape == (128,)
+        assert state["all_modules.1.weight"].shape == (512, 256)  # Linear(2 nf, 4 nf)
