@@ -1,6 +1,7 @@
 """Priors: denoisers ``D(x, sigma) = E[x0 | x0 + sigma n]`` (deepinv ``Denoiser`` subclasses)."""
 
+from invdiff.priors.analytic import GaussianMixturePrior, GaussianPrior
 from invdiff.priors.edm import EDMDenoiser
 from invdiff.priors.unet import UNet, UNetConfig
 
-__all__ = ["EDMDenoiser", "UNet", "UNetConfig"]
+__all__ = ["EDMDenoiser", "GaussianMixturePrior", "GaussianPrior", "UNet", "UNetConfig"]
