@@ -2,6 +2,7 @@
 
 from invdiff.priors.analytic import GaussianMixturePrior, GaussianPrior
 from invdiff.priors.edm import EDMDenoiser
+from invdiff.priors.slice import SliceDenoiser
 from invdiff.priors.unet import UNet, UNetConfig
 
-__all__ = ["EDMDenoiser", "GaussianMixturePrior", "GaussianPrior", "UNet", "UNetConfig"]
+__all__ = ["EDMDenoiser", "GaussianMixturePrior", "GaussianPrior", "SliceDenoiser", "UNet", "UNetConfig"]
