@@ -1,0 +1,93 @@
+"""``priors.load`` and ``priors.available``: embedded priors by name, checkpoints by path and family.
+
+Embedded priors live in ``invdiff/priors/weights/`` as ``<name>.safetensors`` plus ``<name>.json``
+(invdiff's own format, see :mod:`invdiff.priors.edm`). Public checkpoint families go through one
+adapter each (:mod:`invdiff.priors.adapters`), imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import torch
+
+from invdiff.priors.edm import EDMDenoiser
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+ARCHS = ("invdiff", "adm", "ncsnpp", "diffusers")
+_ADAPTERS = {"adm": "load_adm", "ncsnpp": "load_ncsnpp", "diffusers": "load_diffusers"}
+
+
+def available() -> list[str]:
+    """Names of the embedded priors (``<name>.safetensors`` with its ``<name>.json``), sorted."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if p.with_suffix(".json").is_file())
+
+
+def _infer_arch(path: Path) -> str:
+    if path.is_dir():
+        if (path / "unet").is_dir():
+            return "diffusers"
+    elif path.suffix in (".safetensors", ".json") and path.with_suffix(".json").is_file() \
+            and path.with_suffix(".safetensors").is_file():
+        return "invdiff"
+    raise ValueError(f"arch: cannot tell the checkpoint family of {str(path)!r}; pass arch= one of {list(ARCHS)} "
+                     f"(an invdiff prior is a .safetensors file with a .json beside it, a diffusers pipeline "
+                     f"a folder with unet/)")
+
+
+def load(name_or_path: str | os.PathLike, arch: str | None = None, device: str | torch.device = "cpu", **kwargs):
+    """Load a prior: an embedded name (see :func:`available`) or a local checkpoint.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        An embedded prior's name (e.g. ``"phantom-ct-64"``), or a file / folder.
+    arch : {"invdiff", "adm", "ncsnpp", "diffusers"}, optional
+        The checkpoint family. ``None`` infers it: a ``.safetensors`` file with a ``.json`` beside it
+        is ``"invdiff"``, a folder with ``unet/`` is ``"diffusers"``; anything else must say.
+    device : str or torch.device
+        Where the network goes.
+    **kwargs
+        Passed to the adapter (e.g. ``config=`` for ``"adm"`` and ``"ncsnpp"``).
+
+    Returns
+    -------
+    deepinv.models.Denoiser
+        ``D(x, sigma) = E[x0 | x0 + sigma n]`` with ``data_range``, ``sigma_min`` and ``sigma_max``.
+
+    Example
+    -------
+    >>> prior = load("phantom-ct-64")  # doctest: +SKIP
+    >>> prior(torch.zeros(1, 1, 64, 64), 0.1).shape  # doctest: +SKIP
+    torch.Size([1, 1, 64, 64])
+    """
+    if arch is not None and arch not in ARCHS:
+        raise ValueError(f"arch: expected one of {list(ARCHS)} or None, got {arch!r}")
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path: expected an embedded prior's name or a path, got {type(name_or_path).__name__}")
+    path = Path(name_or_path)
+    if not path.exists():
+        if isinstance(name_or_path, str) and arch in (None, "invdiff") and name_or_path in available():
+            return EDMDenoiser.from_file(WEIGHTS_DIR / f"{name_or_path}.safetensors", device=device)
+        looks_like_path = isinstance(name_or_path, os.PathLike) or os.sep in name_or_path or path.suffix != ""
+        if looks_like_path:
+            raise FileNotFoundError(f"{path}: no such checkpoint file or folder")
+        raise ValueError(f"name_or_path: {name_or_path!r} is neither an embedded prior nor an existing path; "
+                         f"embedded priors: {available()}")
+    arch = arch or _infer_arch(path)
+    if arch == "invdiff":
+        if kwargs:
+            raise TypeError(f"load: arch='invdiff' takes no extra arguments, got {sorted(kwargs)}")
+        return EDMDenoiser.from_file(path, device=device)
+    fn_name = _ADAPTERS[arch]
+    try:
+        module = importlib.import_module(f"invdiff.priors.adapters.{arch}")
+        loader = getattr(module, fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"arch={arch!r}: the adapter invdiff.priors.adapters.{arch}.{fn_name} is not available "
+                          f"({type(exc).__name__}: {exc})") from exc
+    return loader(path, device, **kwargs)
