@@ -58,11 +58,12 @@ def _sparse_view_ct(size=32, views=16, noise=0.02, seed=0):
 
 def test_tv_beats_fbp_on_noisy_sparse_view_ct():
     op, x, y = _sparse_view_ct()
-    fbp = FBP().reconstruct(y, op).mean
+    pinv = FBP().reconstruct(y, op).mean  # deepinv's Tomography.A_dagger: least squares by CG
+    fbp = op.A_dagger(y, fbp=True)  # filtered back-projection proper
     tv = TV(weight=1e-3, iters=300).reconstruct(y, op, progress=False).mean
-    # measured: FBP 16.6 dB, TV 21.5 dB (32x32 Shepp-Logan, 16 views, 2% noise)
-    assert psnr(tv, x) > psnr(fbp, x) + 3.0, (psnr(tv, x), psnr(fbp, x))
-    assert torch.equal(fbp, op.A_dagger(y))
+    # measured: least squares 16.4 dB, FBP 17.1 dB, TV 21.4 dB (32x32 Shepp-Logan, 16 views, 2% noise)
+    assert psnr(tv, x) > max(psnr(fbp, x), psnr(pinv, x)) + 3.0, (psnr(tv, x), psnr(fbp, x), psnr(pinv, x))
+    assert torch.equal(pinv, op.A_dagger(y))
 
 
 def test_tv_on_a_volume_fills_inpainting_holes():

@@ -95,7 +95,8 @@ class REDDiff(Solver):
         sig = self.sigmas().tolist()
         v = 1.0 if self.noise_std is None else 1.0 / self.noise_std**2
         m = y[0].numel()
-        mu = op.A_dagger(y).detach().to(torch.float64).requires_grad_(True)
+        with torch.no_grad():
+            mu = op.A_dagger(y).to(torch.float64).requires_grad_(True)
         n = mu[0].numel()
         opt = torch.optim.Adam([mu], lr=self.lr, betas=(0.9, 0.99))
         history = torch.empty(3, self.steps, dtype=torch.float64, device=y.device)

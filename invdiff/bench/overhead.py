@@ -1,0 +1,269 @@
+"""Solver overhead: each solver's wall time against the floor of the network and operator work it does.
+
+The floor of a run is measured, not modelled: the prior and the operator are wrapped so that every
+network call (input shape, and whether it was differentiated) and every ``A`` / ``A_adjoint`` /
+``A_dagger`` call is recorded; the same calls are then replayed bare (a network call with a backward
+pass where the solver back-propagated through it, an operator call with its backward where it was
+differentiated), in the same process, interleaved with the solver's runs: each run's ratio is its
+time over the mean of the floors replayed just before and just after it, and the median over
+``repeats`` runs (after an untimed warm-up run) is reported, with the medians of the times and
+floors, so that slow drifts of the machine's load cancel. Everything else a solver does (schedules, random
+draws, the update arithmetic, checks, progress bars) is its overhead.
+
+Run ``python -m invdiff.bench.overhead [--steps 20] [--repeats 3] [--device cpu] [--json out.json]``
+(also ``invdiff bench overhead``).
+The problem is 16-view sparse-view CT of a 64x64 phantom (invdiff's CT operator, or deepinv's
+``Tomography`` until that exists) with the shipped ``phantom-ct-64`` prior (a randomly initialised
+network of the same size if the weights are missing; timing does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import deepinv as dinv
+import torch
+from torch import Tensor
+
+from invdiff.data.phantoms import shepp_logan
+
+_PRIOR_ATTRS = ("sigma_min", "sigma_max", "data_range", "sigma_data", "name")
+
+
+class RecordingDenoiser(dinv.models.Denoiser):
+    """Wraps a denoiser; records ``(shape, differentiated)`` for every call."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        for a in _PRIOR_ATTRS:
+            if hasattr(inner, a):
+                setattr(self, a, getattr(inner, a))
+        self.calls: list[tuple[tuple[int, ...], bool]] = []
+
+    def forward(self, x: Tensor, sigma, *args, **kwargs) -> Tensor:
+        self.calls.append((tuple(x.shape), torch.is_grad_enabled() and x.requires_grad))
+        return self.inner(x, sigma, *args, **kwargs)
+
+
+class RecordingOperator:
+    """Patches ``op.A``, ``op.A_adjoint`` and ``op.A_dagger`` on the instance to record each call."""
+
+    METHODS = ("A", "A_adjoint", "A_dagger")
+
+    def __init__(self, op):
+        self.op = op
+        self.calls: list[tuple[str, tuple[int, ...], bool]] = []
+        self.original = {m: getattr(op, m) for m in self.METHODS}
+        self._depth = 0
+        for m in self.METHODS:
+            setattr(op, m, self._wrap(m, self.original[m]))
+
+    def _wrap(self, name: str, fn: Callable) -> Callable:
+        def wrapped(x, *args, **kwargs):
+            outer = self._depth == 0  # count calls made by the solver, not an operator's internal ones
+            if outer:
+                self.calls.append((name, tuple(x.shape), torch.is_grad_enabled() and x.requires_grad))
+            self._depth += 1
+            try:
+                return fn(x, *args, **kwargs)
+            finally:
+                self._depth -= 1
+        return wrapped
+
+    def restore(self) -> None:
+        for m in self.METHODS:
+            setattr(self.op, m, self.original[m])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def replay(prior: torch.nn.Module, ops: dict[str, Callable], net_calls, op_calls, device: torch.device) -> float:
+    """Seconds to redo the recorded calls bare (inputs prepared beforehand, float32)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    cache: dict[tuple, Tensor] = {}
+
+    def rand(shape) -> Tensor:
+        if shape not in cache:
+            cache[shape] = torch.randn(shape, generator=g, device=device)
+        return cache[shape]
+
+    for shape, _ in net_calls:
+        rand(shape)
+    for _, shape, _ in op_calls:
+        rand(shape)
+    cot: dict[tuple, Tensor] = {}
+    with torch.no_grad():  # shapes of the outputs, for the cotangents of the backward passes
+        for shape, grad in net_calls:
+            if grad and ("net", shape) not in cot:
+                cot[("net", shape)] = torch.randn_like(prior(rand(shape), 0.5))
+        for name, shape, grad in op_calls:
+            if grad and (name, shape) not in cot:
+                cot[(name, shape)] = torch.randn_like(ops[name](rand(shape)))
+    _sync(device)
+    t0 = time.perf_counter()
+    for shape, grad in net_calls:
+        if grad:
+            x = rand(shape).requires_grad_(True)
+            with torch.enable_grad():
+                torch.autograd.grad(prior(x, 0.5), x, cot[("net", shape)])
+            x.requires_grad_(False)
+        else:
+            with torch.no_grad():
+                prior(rand(shape), 0.5)
+    for name, shape, grad in op_calls:
+        if grad:
+            x = rand(shape).requires_grad_(True)
+            with torch.enable_grad():
+                torch.autograd.grad(ops[name](x), x, cot[(name, shape)])
+            x.requires_grad_(False)
+        else:
+            with torch.no_grad():
+                ops[name](rand(shape))
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def load_prior(device: torch.device) -> tuple[torch.nn.Module, str]:
+    """The shipped ``phantom-ct-64`` prior, else a randomly initialised network of the same size."""
+    from invdiff import priors
+
+    try:
+        return priors.load("phantom-ct-64", device=device), "phantom-ct-64"
+    except Exception:  # noqa: BLE001 - any failure falls back to the file, then to a random network
+        pass
+    path = Path(priors.__file__).parent / "weights" / "phantom-ct-64.safetensors"
+    try:
+        return priors.EDMDenoiser.from_file(path, device=device), f"phantom-ct-64 ({path.name})"
+    except Exception:  # noqa: BLE001
+        from invdiff.priors.unet import UNet, UNetConfig
+
+        net = UNet(UNetConfig(channels=(32, 64, 96), blocks_per_level=1, emb_dim=128))
+        return priors.EDMDenoiser(net).to(device).eval(), "random-init UNet (32, 64, 96)"
+
+
+def make_ct(size: int, views: int, device: torch.device):
+    """invdiff's CT operator if present, else deepinv's ``Tomography`` (both parallel beam)."""
+    try:
+        from invdiff.operators import CT
+
+        return CT((1, size, size), n_views=views), "invdiff.operators.CT"
+    except Exception:  # noqa: BLE001
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            op = dinv.physics.Tomography(angles=views, img_width=size, circle=False, normalize=True, device=device)
+        return op, "deepinv.physics.Tomography"
+
+
+def _deepinv_dps(prior, steps: int, shape: tuple[int, ...], device: torch.device):
+    model = dinv.sampling.DPS(prior, num_steps=steps, weight=1.0, device=device, rng=torch.Generator(device=device))
+    return lambda y, op: model(y, op, x_init=shape, seed=0)
+
+
+def candidates(steps: int, shape: tuple[int, ...], device: torch.device,
+               particles: int = 4) -> list[tuple[str, Callable]]:
+    """``(name, factory(prior) -> run(y, op))`` for every solver that imports."""
+    from invdiff.solvers import DPS, REDDiff
+    from invdiff.solvers.api import SOLVERS
+
+    out = [
+        ("invdiff DPS", lambda p: (lambda y, op: DPS(p, steps=steps).reconstruct(y, op, progress=False))),
+        ("invdiff RED-Diff", lambda p: (lambda y, op: REDDiff(p, steps=steps).reconstruct(y, op, progress=False))),
+    ]
+    for key, label, kw in (("smc", "invdiff SMC", dict(steps=steps, particles=particles)),
+                           ("dds", "invdiff DDS", dict(steps=steps))):
+        try:
+            cls = SOLVERS[key]
+        except ImportError:
+            continue
+        out.append((label, lambda p, cls=cls, kw=kw: (lambda y, op: cls(p, **kw).reconstruct(y, op, progress=False))))
+    out.append(("deepinv DPS", lambda p: _deepinv_dps(p, steps, shape, device)))
+    return out
+
+
+def run_benchmark(steps: int = 20, repeats: int = 3, size: int = 64, views: int = 16, device: str = "cpu",
+                  particles: int = 4, only: list[str] | None = None, echo: Callable[[str], None] = print) -> list[dict]:
+    """Time every solver against its floor; returns one dict per solver (and prints a table)."""
+    dev = torch.device(device)
+    prior, prior_name = load_prior(dev)
+    op, op_name = make_ct(size, views, dev)
+    x = shepp_logan(size).to(dev)
+    y = op.A(x)
+    noise_std = 0.01 * float(y.abs().max())
+    y = y + noise_std * torch.randn(y.shape, generator=torch.Generator().manual_seed(0)).to(dev)
+    op.set_noise_model(dinv.physics.GaussianNoise(sigma=noise_std))  # states the noise level (SMC reads it)
+    ops = {m: getattr(op, m) for m in RecordingOperator.METHODS}
+    echo(f"overhead: {size}x{size} CT, {views} views ({op_name}); prior {prior_name}; {steps} steps; "
+         f"device {dev}; median of {repeats}; torch threads {torch.get_num_threads()}")
+    echo(f"{'solver':<18} {'nfe':>5} {'net bwd':>7} {'op calls':>8} {'floor s':>9} {'time s':>9} {'ratio':>6}")
+    rows = []
+    for name, factory in candidates(steps, tuple(x.shape), dev, particles):
+        if only and not any(o.lower() in name.lower() for o in only):
+            continue
+        wrapped = RecordingDenoiser(prior)
+        try:
+            run = factory(wrapped)
+            times, floors = [], []
+            for k in range(repeats + 1):  # run 0 is an untimed warm-up that records the calls
+                wrapped.calls.clear()
+                rec = RecordingOperator(op)
+                try:
+                    _sync(dev)
+                    t0 = time.perf_counter()
+                    run(y, op)
+                    _sync(dev)
+                    if k > 0:
+                        times.append(time.perf_counter() - t0)
+                finally:
+                    rec.restore()
+                floors.append(replay(prior, ops, wrapped.calls, rec.calls, dev))
+        except Exception as err:  # noqa: BLE001 - report and go on with the other solvers
+            echo(f"{name:<18} skipped: {type(err).__name__}: {err}")
+            continue
+        # each run against the mean of the floors replayed just before and just after it
+        ratios = sorted(t / ((floors[k] + floors[k + 1]) / 2) for k, t in enumerate(times))
+        t, f, ratio = sorted(times)[len(times) // 2], sorted(floors)[len(floors) // 2], ratios[len(ratios) // 2]
+        row = dict(solver=name, nfe=len(wrapped.calls), net_backward=sum(g for _, g in wrapped.calls),
+                   op_calls=len(rec.calls), floor_s=f, time_s=t, ratio=ratio, ratios=ratios)
+        rows.append(row)
+        echo(f"{name:<18} {row['nfe']:>5} {row['net_backward']:>7} {row['op_calls']:>8} {f:>9.3f} {t:>9.3f} "
+             f"{ratio:>6.3f}   (per run: {', '.join(f'{r:.3f}' for r in ratios)})")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m invdiff.bench.overhead", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--steps", type=int, default=20, help="diffusion steps per solver")
+    ap.add_argument("--particles", type=int, default=4, help="SMC particles")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per solver; medians are reported")
+    ap.add_argument("--size", type=int, default=64, help="image size")
+    ap.add_argument("--views", type=int, default=16, help="CT views")
+    ap.add_argument("--device", default="cpu", help="torch device")
+    ap.add_argument("--only", nargs="*", default=None, help="substrings of solver names to run")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    args = ap.parse_args(argv)
+    for name in ("steps", "repeats", "size", "views", "particles"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name}: expected a positive integer, got {getattr(args, name)}")
+    rows = run_benchmark(args.steps, args.repeats, args.size, args.views, args.device, args.particles, args.only)
+    if args.json:
+        from invdiff.utils import atomic_path
+
+        with atomic_path(args.json, overwrite=args.overwrite) as tmp:
+            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
