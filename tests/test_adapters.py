@@ -207,7 +207,8 @@ def test_diffusers_matches_raw_network(tmp_path, beta_schedule, prediction_type)
     assert isinstance(D, VPEpsDenoiser) and D.prediction_type == prediction_type
     ab = sched.alphas_cumprod.double()  # the scheduler's own schedule
     sig = ((1 - ab) / ab).sqrt()
-    assert D.sigma_min == pytest.approx(float(sig[0]), rel=1e-12) and D.sigma_max == pytest.approx(float(sig[-1]), rel=1e-12)
+    assert D.sigma_min == pytest.approx(float(sig[0]), rel=1e-12)
+    assert D.sigma_max == pytest.approx(float(sig[-1]), rel=1e-12)
     g = torch.Generator().manual_seed(8)
     for t in (0, 10, 400, 999):
         s, a = float(sig[t]), float(ab[t])
@@ -331,6 +332,9 @@ def test_ncsnpp_matches_raw_network(ncsnpp_ckpt, use_ema):
         other = ema_net if raw is net else net  # the EMA choice matters: the other weights differ
         assert rel_err(D(x, sig), x + sig[:, None, None, None] ** 2 * other(x, sig)) > 1e-3
         assert torch.equal(D(x, 0.0), x)  # sigma = 0 is the identity
+    xg = x.clone().requires_grad_()
+    D(xg, sig).square().sum().backward()  # DPS differentiates through the denoiser
+    assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
 
 
 def test_ncsnpp_errors(ncsnpp_ckpt, tmp_path):
@@ -341,9 +345,11 @@ def test_ncsnpp_errors(ncsnpp_ckpt, tmp_path):
     del model[removed]
     model["module.extra.weight"] = torch.zeros(1)
     torch.save(dict(ckpt, model=model), tmp_path / "bad_keys.pth")
-    with pytest.raises(ValueError, match=r"missing keys \[.all_modules.4.Conv_1.weight.\].*unexpected keys \['extra.weight'\]"):
+    with pytest.raises(ValueError, match=r"missing keys \['all_modules.4.Conv_1.weight'\].*"
+                                         r"unexpected keys \['extra.weight'\]"):
         load_ncsnpp(tmp_path / "bad_keys.pth", use_ema=False, **TINY_NCSNPP)
-    torch.save(dict(ckpt, ema=dict(ckpt["ema"], shadow_params=ckpt["ema"]["shadow_params"][:-1])), tmp_path / "bad_ema.pth")
+    short_ema = dict(ckpt["ema"], shadow_params=ckpt["ema"]["shadow_params"][:-1])
+    torch.save(dict(ckpt, ema=short_ema), tmp_path / "bad_ema.pth")
     with pytest.raises(ValueError, match="EMA holds"):
         load_ncsnpp(tmp_path / "bad_ema.pth", **TINY_NCSNPP)
     with pytest.raises(ValueError, match="does not match NCSNpp"):  # another configuration

@@ -136,7 +136,9 @@ class ADMUNet(nn.Module):
         def resample(ch, down):
             if cfg.resblock_updown:
                 return res(ch, ch, down=down, up=not down)
-            return Downsample(ch, True, dims=2, out_channels=ch) if down else Upsample(ch, True, dims=2, out_channels=ch)
+            if down:
+                return Downsample(ch, True, dims=2, out_channels=ch)
+            return Upsample(ch, True, dims=2, out_channels=ch)
 
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         ch = input_ch = int(mult[0] * mc)

@@ -122,7 +122,8 @@ def load_diffusers(path: str | os.PathLike, device: str | torch.device = "cpu", 
                          "an infinite sigma) is not supported")
     prediction_type = sched.get("prediction_type", "epsilon")
     if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"{path / 'scheduler'}: prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+        raise ValueError(f"{path / 'scheduler'}: prediction_type {prediction_type!r}; "
+                         f"expected one of {PREDICTION_TYPES}")
     T = int(sched.get("num_train_timesteps", 1000))
     # in float32, as diffusers' schedulers compute them (the numbers the network was trained with)
     if sched.get("trained_betas") is not None:
