@@ -134,8 +134,9 @@ def _demo_operator(args, x: Tensor):
     return lambda s: operators.SuperResolution(size, factor=args.factor, noise_std=s)
 
 
-def _show(ax, img: Tensor, title: str, cmap: str = "gray", aspect="equal") -> None:
-    ax.imshow(img.detach().cpu().float().numpy(), cmap=cmap, aspect=aspect)
+def _show(ax, img: Tensor, title: str, cmap: str = "gray", aspect="equal", clim=None) -> None:
+    vmin, vmax = clim if clim is not None else (None, None)
+    ax.imshow(img.detach().cpu().float().numpy(), cmap=cmap, aspect=aspect, vmin=vmin, vmax=vmax)
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
 
@@ -156,7 +157,8 @@ def _measurement_image(task: str, y: Tensor) -> tuple[Tensor, str]:
     return _middle(y), "measurement"
 
 
-def _figure(path: Path, panels: list[tuple[Tensor, str, str, object]], overwrite: bool) -> None:
+def _figure(path: Path, panels: list[tuple[Tensor, str, str, object]], overwrite: bool, clim=None) -> None:
+    """One row of panels ``(image, title, cmap, aspect)``; grey images with ``equal`` aspect share ``clim``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -166,7 +168,7 @@ def _figure(path: Path, panels: list[tuple[Tensor, str, str, object]], overwrite
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels))
     for ax, (img, title, cmap, aspect) in zip(axes, panels):
-        _show(ax, img, title, cmap, aspect)
+        _show(ax, img, title, cmap, aspect, clim if (cmap == "gray" and aspect == "equal") else None)
     with atomic_path(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
 
@@ -212,7 +214,7 @@ def cmd_demo(args) -> int:
         panels.append((_middle(r.mean), f"{args.solver}  {float(metrics.psnr(r.mean, x)):.2f} dB", "gray", "equal"))
         if r.std is not None and float(r.std.abs().max()) > 0:
             panels.append((_middle(r.std), f"posterior std ({args.samples} samples)", "magma", "equal"))
-    _figure(png, panels, args.overwrite)
+    _figure(png, panels, args.overwrite, clim=(float(x.min()), float(x.max())))  # the truth's grey range
     print(f"wrote {png}")
     return 0
 
@@ -282,12 +284,12 @@ def _reconstruct_kspace(args, y_full: Tensor, meta: dict, path: Path):
 
 
 def cmd_reconstruct(args) -> int:
-    from invdiff import data, operators
-
     path, out = Path(args.input), Path(args.out)
-    if not path.is_file():
+    if not path.is_file():  # checked before the heavy imports: a typo fails at once
         raise CLIError(f"{path}: input file not found" if not path.exists() else f"{path}: is not a file")
     _check_output(out, args.overwrite)
+    from invdiff import data, operators
+
     data.io._kind(out)  # an unsupported output extension fails before any work
     x, meta = data.load(path)
 
