@@ -1,0 +1,186 @@
+"""2D CT geometry and ASTRA's CPU projectors, joined to autograd.
+
+Coordinates (pixel units). Pixel ``(i, j)`` (row ``i``, column ``j``) of an ``H x W`` slice has its
+centre at
+
+.. math::
+
+    x_j = j - \\frac{W - 1}{2}, \\qquad y_i = \\frac{H - 1}{2} - i ,
+
+so the rotation axis passes through the centre of the slice and ``y`` points up. A view at angle
+``theta`` (radians) has the detector axis ``e = (cos theta, sin theta)``; detector cell ``k`` of
+``n`` lies at ``u_k = (k - (n - 1) / 2) d`` (``d`` the cell width).
+
+* Parallel beam: cell ``k`` measures the line integral along ``{u_k e + t e_perp}``; a point ``p``
+  falls on ``u = p . e``.
+* Fan beam, flat detector: the source sits at ``-D_s n`` and the detector line at ``+D_d n``
+  (``n = (-sin theta, cos theta)``); a point ``p`` falls on ``u = (D_s + D_d) (p . e) / (D_s + p . n)``.
+
+This is ASTRA's ``parallel`` / ``fanflat`` convention (its volume ``y`` axis points up), which the
+tests check against deepinv's ``Tomography`` (same ``theta`` in degrees for parallel beam,
+``theta + 90`` degrees for its fan beam).
+
+ASTRA's CPU projectors compute ``A`` (forward projection) and ``A^T`` (back-projection) with the
+same weights, so they are exact adjoints of each other. :class:`AstraProject` and
+:class:`AstraBackproject` are ``torch.autograd.Function`` s whose backward passes apply the other
+one (``d/dx <g, A x> = A^T g``), so gradients of any order flow through them. Only ASTRA's 2D
+calls are used: its 3D calls need a GPU and abort the process without one; volumes are handled
+slice by slice. Each call creates one projector and deletes it when done (about 1 ms, small against
+the projection itself; nothing is left to free, and operators can be copied or pickled safely).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import astra
+import numpy as np
+import torch
+from torch import Tensor
+
+PROJECTORS = ("linear", "line", "strip")
+
+
+@dataclass(frozen=True)
+class Geometry2D:
+    """A 2D CT acquisition: slice size, view angles, detector and (for fan beam) distances.
+
+    Parameters
+    ----------
+    height, width : int
+        Slice size ``H x W`` in pixels (pixel size 1).
+    angles : tuple of float
+        View angles in radians.
+    n_detectors : int
+        Detector cells per view.
+    detector_spacing : float
+        Cell width ``d`` in pixel units (on the detector, for fan beam).
+    source_distance, detector_distance : float or None
+        Fan beam: source-to-axis ``D_s`` and axis-to-detector ``D_d`` distances in pixel units;
+        ``None`` for parallel beam.
+    """
+
+    height: int
+    width: int
+    angles: tuple[float, ...]
+    n_detectors: int
+    detector_spacing: float = 1.0
+    source_distance: float | None = None
+    detector_distance: float | None = None
+
+    @property
+    def is_fan(self) -> bool:
+        return self.source_distance is not None
+
+    @property
+    def n_views(self) -> int:
+        return len(self.angles)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def sino_shape(self) -> tuple[int, int]:
+        return (self.n_views, self.n_detectors)
+
+    @property
+    def detector_positions(self) -> np.ndarray:
+        """``u_k = (k - (n - 1) / 2) d`` for ``k = 0 .. n - 1`` (float64)."""
+        return (np.arange(self.n_detectors) - (self.n_detectors - 1) / 2) * self.detector_spacing
+
+
+def astra_projector_type(geometry: Geometry2D, projector: str) -> str:
+    """ASTRA's CPU projector name: ``linear`` | ``line`` | ``strip`` (``*_fanflat`` for fan beam)."""
+    if projector not in PROJECTORS:
+        raise ValueError(f"projector: expected one of {PROJECTORS}, got {projector!r}")
+    if not geometry.is_fan:
+        return projector
+    if projector == "linear":
+        raise ValueError("projector: ASTRA has no CPU 'linear' projector for fan beam; expected 'line' or 'strip'")
+    return f"{projector}_fanflat"
+
+
+def astra_geometries(geometry: Geometry2D) -> tuple[dict, dict]:
+    """ASTRA's 2D volume and projection geometries for ``geometry``."""
+    vol = astra.create_vol_geom(geometry.height, geometry.width)
+    angles = np.asarray(geometry.angles, dtype=np.float64)
+    if geometry.is_fan:
+        proj = astra.create_proj_geom("fanflat", geometry.detector_spacing, geometry.n_detectors, angles,
+                                      geometry.source_distance, geometry.detector_distance)
+    else:
+        proj = astra.create_proj_geom("parallel", geometry.detector_spacing, geometry.n_detectors, angles)
+    return vol, proj
+
+
+def _astra_apply(z: Tensor, geometry: Geometry2D, projector: str, adjoint: bool) -> Tensor:
+    """``A z`` (``(N, H, W) -> (N, K, n)``) or ``A^T z`` (``(N, K, n) -> (N, H, W)``) with ASTRA on the CPU.
+
+    Computes in float32 (ASTRA's precision) on contiguous CPU tensors, which ASTRA reads and writes
+    in place (DLPack, no copies); the result goes back to ``z``'s device and dtype.
+    """
+    src = z.detach().to("cpu", torch.float32).contiguous()
+    out_shape = geometry.image_shape if adjoint else geometry.sino_shape
+    out = torch.empty((src.shape[0], *out_shape), dtype=torch.float32)
+    vol_geom, proj_geom = astra_geometries(geometry)
+    pid = astra.create_projector(astra_projector_type(geometry, projector), proj_geom, vol_geom)
+    try:
+        run = astra.projector.direct_BP if adjoint else astra.projector.direct_FP
+        for i in range(src.shape[0]):  # ASTRA 2D works slice by slice (and threads within a slice)
+            run(pid, src[i], out=out[i])
+    finally:
+        astra.projector.delete(pid)
+    return out.to(z.device, z.dtype)
+
+
+class AstraProject(torch.autograd.Function):
+    """``y = A x`` for ``x`` of shape ``(N, H, W)``; backward applies ``A^T``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, geometry: Geometry2D, projector: str) -> Tensor:
+        ctx.geometry, ctx.projector = geometry, projector
+        return _astra_apply(x, geometry, projector, adjoint=False)
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        return AstraBackproject.apply(grad_y, ctx.geometry, ctx.projector), None, None
+
+
+class AstraBackproject(torch.autograd.Function):
+    """``x = A^T y`` for ``y`` of shape ``(N, K, n)``; backward applies ``A``."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, geometry: Geometry2D, projector: str) -> Tensor:
+        ctx.geometry, ctx.projector = geometry, projector
+        return _astra_apply(y, geometry, projector, adjoint=True)
+
+    @staticmethod
+    def backward(ctx, grad_x: Tensor):
+        return AstraProject.apply(grad_x, ctx.geometry, ctx.projector), None, None
+
+
+def astra_project(x: Tensor, geometry: Geometry2D, projector: str = "linear") -> Tensor:
+    """Forward projection ``(..., H, W) -> (..., K, n)``, slice by slice, differentiable."""
+    lead = x.shape[:-2]
+    y = AstraProject.apply(x.reshape(-1, *geometry.image_shape), geometry, projector)
+    return y.reshape(*lead, *geometry.sino_shape)
+
+
+def astra_backproject(y: Tensor, geometry: Geometry2D, projector: str = "linear") -> Tensor:
+    """Exact adjoint of :func:`astra_project`: ``(..., K, n) -> (..., H, W)``, differentiable."""
+    lead = y.shape[:-2]
+    x = AstraBackproject.apply(y.reshape(-1, *geometry.sino_shape), geometry, projector)
+    return x.reshape(*lead, *geometry.image_shape)
+
+
+def fan_detector_count(height: int, width: int, source_distance: float, detector_distance: float,
+                       detector_spacing: float) -> int:
+    """Cells a flat detector needs to see the circle circumscribing an ``H x W`` slice from the source.
+
+    The tangent rays to the circle of radius ``R = hypot(H, W) / 2`` hit the detector at
+    ``u = +-(D_s + D_d) R / sqrt(D_s^2 - R^2)``.
+    """
+    R = math.hypot(height, width) / 2
+    half = (source_distance + detector_distance) * R / math.sqrt(source_distance**2 - R**2)
+    return math.ceil(2 * half / detector_spacing)
