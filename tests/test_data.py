@@ -218,6 +218,11 @@ def test_missing_file_unknown_extension_and_bad_input(tmp_path):
     (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti file at all")
     with pytest.raises(ValueError, match="bad.nii.gz"):
         data.load(tmp_path / "bad.nii.gz")
+    data.save(tmp_path / "cut.nii.gz", torch.rand(8, 16, 16))
+    whole = (tmp_path / "cut.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(whole[: len(whole) // 2])  # truncated download
+    with pytest.raises(ValueError, match="cut.nii.gz"):
+        data.load(tmp_path / "cut.nii.gz")
     (tmp_path / "bad.h5").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="bad.h5"):
         data.load(tmp_path / "bad.h5")

@@ -38,6 +38,7 @@ to another (e.g. an HDF5 file's attributes to an ``.npy`` output).
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ def load(path: str | os.PathLike, key: str | None = None) -> tuple[Tensor, dict]
         if str(exc).startswith((str(path), "key:")):
             raise
         raise ValueError(f"{path}: could not read as {kind} file: {exc}") from exc
-    except (OSError, EOFError) as exc:  # corrupt or truncated files (h5py, gzip, numpy)
+    except (OSError, EOFError, zlib.error) as exc:  # corrupt or truncated files (h5py, gzip, numpy)
         raise ValueError(f"{path}: could not read as {kind} file: {exc}") from exc
 
 
