@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from invdiff.priors.slice import SliceDenoiser
 from invdiff.solvers.base import Solver, check_positive_float, check_positive_int, check_prior
 from invdiff.solvers.schedules import karras_sigmas, vp_chain_sigmas
 from invdiff.solvers.tv_z import ADMMTVz
@@ -39,34 +40,9 @@ def normal_operator(op, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
     return AtA
 
 
-def slice_prior(prior, chunk: int):
-    """The 2D ``prior`` applied to volumes slice by slice (:class:`invdiff.priors.SliceDenoiser`)."""
-    try:
-        from invdiff.priors.slice import SliceDenoiser
-    except ImportError:  # pragma: no cover - the wrapper is developed alongside
-        return _SliceFallback(prior, chunk)
-    if isinstance(prior, SliceDenoiser):
-        return prior
-    return SliceDenoiser(prior, chunk=chunk)
-
-
-class _SliceFallback(torch.nn.Module):
-    """Minimal stand-in for :class:`invdiff.priors.SliceDenoiser` while that module is missing."""
-
-    def __init__(self, prior, chunk: int):
-        super().__init__()
-        self.prior, self.chunk = prior, chunk
-        for k in ("sigma_min", "sigma_max", "data_range"):
-            if hasattr(prior, k):
-                setattr(self, k, getattr(prior, k))
-
-    def forward(self, x: Tensor, sigma) -> Tensor:
-        B, C, D, H, W = x.shape
-        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
-        xs = x.permute(0, 2, 1, 3, 4).reshape(B * D, C, H, W)
-        ss = s.repeat_interleave(D)
-        out = torch.cat([self.prior(xs[i:i + self.chunk], ss[i:i + self.chunk]) for i in range(0, B * D, self.chunk)])
-        return out.reshape(B, D, C, H, W).permute(0, 2, 1, 3, 4)
+def slice_prior(prior, chunk: int) -> SliceDenoiser:
+    """The 2D ``prior`` applied to volumes slice by slice (``chunk`` slices per network call)."""
+    return prior if isinstance(prior, SliceDenoiser) else SliceDenoiser(prior, chunk=chunk)
 
 
 def check_tv_args(tv_weight, rho, gamma) -> tuple[float, float, float]:
