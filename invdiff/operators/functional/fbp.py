@@ -27,7 +27,8 @@ spectrum) onto ``oversample`` points per cell, then linearly between those point
 
 View weights ``w_k``: half the angular gap to each neighbour (angles taken modulo ``pi`` for
 parallel beam and ``2 pi`` for fan beam), each gap capped at the median gap, so that a limited-angle
-scan is not weighted as if its missing wedge were covered by its two end views.
+scan is not weighted as if its missing wedge were covered by its two end views. A fan-beam scan of
+less than a full turn gets no Parker (short-scan) weights, so its FBP is only approximate.
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ def ramp_filter(y: Tensor, spacing: float = 1.0, oversample: int = 1) -> Tensor:
     """
     n = y.shape[-1]
     L = 1 << max(6, math.ceil(math.log2(2 * n - 1)))  # zero padding >= 2n - 1: no wrap-around
-    m = torch.arange(L, device=y.device)
+    m = torch.arange(L)
     m = torch.minimum(m, L - m).to(torch.float64)  # |offset| of each tap in circular order
     h = torch.where(m % 2 == 1, -1.0 / (math.pi * m).clamp_min(1e-30) ** 2, torch.zeros_like(m))
     h[0] = 0.25
-    H = torch.fft.rfft(h).real.to(y.dtype)  # h is even: real spectrum
+    H = torch.fft.rfft(h).real.to(y.device, y.dtype)  # h is even: real spectrum (built in float64 on the CPU)
     Q = torch.fft.rfft(y, n=L, dim=-1) * H
     if oversample == 1:
         return torch.fft.irfft(Q, n=L, dim=-1)[..., :n] / spacing
