@@ -1,14 +1,16 @@
 """Solver overhead: each solver's wall time against the floor of the network and operator work it does.
 
 The floor of a run is measured, not modelled: the prior and the operator are wrapped so that every
-network call (input shape, and whether it was differentiated) and every ``A`` / ``A_adjoint`` /
-``A_dagger`` call is recorded; the same calls are then replayed bare (a network call with a backward
-pass where the solver back-propagated through it, an operator call with its backward where it was
-differentiated), in the same process, interleaved with the solver's runs: each run's ratio is its
-time over the mean of the floors replayed just before and just after it, and the median over
-``repeats`` runs (after an untimed warm-up run) is reported, with the medians of the times and
-floors, so that slow drifts of the machine's load cancel. Everything else a solver does (schedules, random
-draws, the update arithmetic, checks, progress bars) is its overhead.
+network call (its input shape) and every ``A`` / ``A_adjoint`` / ``A_dagger`` call is recorded, with
+whether a gradient later flowed back through its output (a hook on the output). The same calls are
+then replayed bare, with a backward pass exactly where the solver back-propagated through one, in the
+same process and interleaved with the solver's runs: each run's ratio is its time over the mean of
+the floors replayed just before and just after it, and the median over ``repeats`` runs (after an
+untimed warm-up run) is reported, with the medians of the times and floors, so that slow drifts of
+the machine's load cancel. The same is reported for the process's CPU time
+(``time.process_time``), which, with one thread on a CPU shared with other jobs, is the steadier
+measure; on a GPU only the wall-clock columns mean anything. Everything else a solver does
+(schedules, random draws, the update arithmetic, checks, progress bars) is its overhead.
 
 Run ``python -m invdiff.bench.overhead [--steps 20] [--repeats 3] [--device cpu] [--json out.json]``
 (also ``invdiff bench overhead``).
@@ -36,8 +38,15 @@ from invdiff.data.phantoms import shepp_logan
 _PRIOR_ATTRS = ("sigma_min", "sigma_max", "data_range", "sigma_data", "name")
 
 
+def _mark_backward(out, call: list, index: int = 1):
+    """Set ``call[index] = True`` if a gradient ever flows back through ``out`` (a backward pass happened)."""
+    if torch.is_tensor(out) and out.requires_grad:
+        out.register_hook(lambda grad: call.__setitem__(index, True))
+    return out
+
+
 class RecordingDenoiser(dinv.models.Denoiser):
-    """Wraps a denoiser; records ``(shape, differentiated)`` for every call."""
+    """Wraps a denoiser; records ``[shape, back-propagated]`` for every call."""
 
     def __init__(self, inner: torch.nn.Module):
         super().__init__()
@@ -48,8 +57,9 @@ class RecordingDenoiser(dinv.models.Denoiser):
         self.calls: list[tuple[tuple[int, ...], bool]] = []
 
     def forward(self, x: Tensor, sigma, *args, **kwargs) -> Tensor:
-        self.calls.append((tuple(x.shape), torch.is_grad_enabled() and x.requires_grad))
-        return self.inner(x, sigma, *args, **kwargs)
+        call = [tuple(x.shape), False]
+        self.calls.append(call)
+        return _mark_backward(self.inner(x, sigma, *args, **kwargs), call)
 
 
 class RecordingOperator:
@@ -67,12 +77,13 @@ class RecordingOperator:
 
     def _wrap(self, name: str, fn: Callable) -> Callable:
         def wrapped(x, *args, **kwargs):
-            outer = self._depth == 0  # count calls made by the solver, not an operator's internal ones
-            if outer:
-                self.calls.append((name, tuple(x.shape), torch.is_grad_enabled() and x.requires_grad))
+            if self._depth > 0:  # an operator's internal call: counted in the outer one
+                return fn(x, *args, **kwargs)
+            call = [name, tuple(x.shape), False]
+            self.calls.append(call)
             self._depth += 1
             try:
-                return fn(x, *args, **kwargs)
+                return _mark_backward(fn(x, *args, **kwargs), call, index=2)
             finally:
                 self._depth -= 1
         return wrapped
@@ -87,8 +98,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def replay(prior: torch.nn.Module, ops: dict[str, Callable], net_calls, op_calls, device: torch.device) -> float:
-    """Seconds to redo the recorded calls bare (inputs prepared beforehand, float32)."""
+def replay(prior: torch.nn.Module, ops: dict[str, Callable], net_calls, op_calls,
+           device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds to redo the recorded calls bare (inputs prepared beforehand, float32)."""
     g = torch.Generator(device=device).manual_seed(0)
     cache: dict[tuple, Tensor] = {}
 
@@ -110,7 +122,7 @@ def replay(prior: torch.nn.Module, ops: dict[str, Callable], net_calls, op_calls
             if grad and (name, shape) not in cot:
                 cot[(name, shape)] = torch.randn_like(ops[name](rand(shape)))
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for shape, grad in net_calls:
         if grad:
             x = rand(shape).requires_grad_(True)
@@ -130,7 +142,7 @@ def replay(prior: torch.nn.Module, ops: dict[str, Callable], net_calls, op_calls
             with torch.no_grad():
                 ops[name](rand(shape))
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def load_prior(device: torch.device) -> tuple[torch.nn.Module, str]:
@@ -204,7 +216,8 @@ def run_benchmark(steps: int = 20, repeats: int = 3, size: int = 64, views: int 
     ops = {m: getattr(op, m) for m in RecordingOperator.METHODS}
     echo(f"overhead: {size}x{size} CT, {views} views ({op_name}); prior {prior_name}; {steps} steps; "
          f"device {dev}; median of {repeats}; torch threads {torch.get_num_threads()}")
-    echo(f"{'solver':<18} {'nfe':>5} {'net bwd':>7} {'op calls':>8} {'floor s':>9} {'time s':>9} {'ratio':>6}")
+    echo(f"{'solver':<18} {'nfe':>5} {'net bwd':>7} {'op calls':>8} {'floor s':>9} {'time s':>9} {'ratio':>6} "
+         f"{'cpu floor':>9} {'cpu time':>9} {'cpu ratio':>6}")
     rows = []
     for name, factory in candidates(steps, tuple(x.shape), dev, particles):
         if only and not any(o.lower() in name.lower() for o in only):
@@ -212,31 +225,38 @@ def run_benchmark(steps: int = 20, repeats: int = 3, size: int = 64, views: int 
         wrapped = RecordingDenoiser(prior)
         try:
             run = factory(wrapped)
-            times, floors = [], []
+            times, floors = [], []  # (wall, cpu) pairs
             for k in range(repeats + 1):  # run 0 is an untimed warm-up that records the calls
                 wrapped.calls.clear()
                 rec = RecordingOperator(op)
                 try:
                     _sync(dev)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     run(y, op)
                     _sync(dev)
                     if k > 0:
-                        times.append(time.perf_counter() - t0)
+                        times.append((time.perf_counter() - t0, time.process_time() - c0))
                 finally:
                     rec.restore()
                 floors.append(replay(prior, ops, wrapped.calls, rec.calls, dev))
         except Exception as err:  # noqa: BLE001 - report and go on with the other solvers
             echo(f"{name:<18} skipped: {type(err).__name__}: {err}")
             continue
+
+        def med(v):
+            return sorted(v)[len(v) // 2]
+
         # each run against the mean of the floors replayed just before and just after it
-        ratios = sorted(t / ((floors[k] + floors[k + 1]) / 2) for k, t in enumerate(times))
-        t, f, ratio = sorted(times)[len(times) // 2], sorted(floors)[len(floors) // 2], ratios[len(ratios) // 2]
+        ratios = [[t[j] / ((floors[k][j] + floors[k + 1][j]) / 2) for k, t in enumerate(times)] for j in (0, 1)]
         row = dict(solver=name, nfe=len(wrapped.calls), net_backward=sum(g for _, g in wrapped.calls),
-                   op_calls=len(rec.calls), floor_s=f, time_s=t, ratio=ratio, ratios=ratios)
+                   op_calls=len(rec.calls), floor_s=med([f[0] for f in floors]), time_s=med([t[0] for t in times]),
+                   ratio=med(ratios[0]), cpu_floor_s=med([f[1] for f in floors]),
+                   cpu_time_s=med([t[1] for t in times]), cpu_ratio=med(ratios[1]),
+                   ratios=sorted(ratios[0]), cpu_ratios=sorted(ratios[1]))
         rows.append(row)
-        echo(f"{name:<18} {row['nfe']:>5} {row['net_backward']:>7} {row['op_calls']:>8} {f:>9.3f} {t:>9.3f} "
-             f"{ratio:>6.3f}   (per run: {', '.join(f'{r:.3f}' for r in ratios)})")
+        echo(f"{name:<18} {row['nfe']:>5} {row['net_backward']:>7} {row['op_calls']:>8} {row['floor_s']:>9.3f} "
+             f"{row['time_s']:>9.3f} {row['ratio']:>6.3f} {row['cpu_floor_s']:>9.3f} {row['cpu_time_s']:>9.3f} "
+             f"{row['cpu_ratio']:>6.3f}")
     return rows
 
 
