@@ -101,6 +101,10 @@ def _col(v: Tensor | float, like: Tensor) -> Tensor | float:
     return append_dims(v, like.ndim) if torch.is_tensor(v) else v
 
 
+def _sqrt(v: Tensor | float) -> Tensor | float:
+    return v.sqrt() if torch.is_tensor(v) else math.sqrt(v)
+
+
 def measurement_noise_std(op, noise_std: float | None = None) -> float:
     """The Gaussian measurement-noise std ``s`` of ``op``: the argument, ``op.noise_std`` or ``op.noise_model.sigma``."""
     if noise_std is None:
@@ -213,8 +217,7 @@ class SMC(Solver):
         """``eps ~ N(0, P^{-1})``: solve ``P eps = zeta / sqrt(v2) + a A^T xi / sqrt(S)``, ``zeta, xi ~ N(0, I)``."""
         zeta = torch.randn(like.shape, generator=g, dtype=like.dtype, device=like.device)
         xi = torch.randn(y.shape, generator=g, dtype=like.dtype, device=like.device)
-        sq = torch.sqrt if torch.is_tensor(S) else math.sqrt
-        b = zeta / _col(sq(v2), like) + _col(a / sq(S), like) * op.A_adjoint(xi).to(like.dtype)
+        b = zeta / _col(_sqrt(v2), like) + _col(a / _sqrt(S), like) * op.A_adjoint(xi).to(like.dtype)
         return cg(self._precision(op, v2, a, S), b, None, iters=self.cg_iters, tol=self.cg_tol)
 
     # -- the sampler
@@ -247,6 +250,12 @@ class SMC(Solver):
         return Reconstruction(mean=mean.to(y.dtype), samples=samples.to(y.dtype).contiguous(), std=std.to(y.dtype),
                               nfe=self.nfe, seconds=time.perf_counter() - t0, info=dict(info))
 
+    def _quad(self, op, r: Tensor, s2: float, t2: Tensor) -> tuple[Tensor, Tensor]:
+        """``q = r^T G^{-1} r`` and ``u = G^{-1} r`` for ``G = s2 I + t2 A A^T`` (per-row ``t2``), by CG in measurement space."""
+        u = cg(lambda v: s2 * v + _col(t2, v) * op.A(op.A_adjoint(v)).to(v.dtype), r, None, iters=self.cg_iters,
+               tol=self.cg_tol)
+        return _dot(r, u), u
+
     def _run(self, y: Tensor, op, s2: float, g: torch.Generator, progress: bool, callback) -> tuple[Tensor, Tensor, dict]:
         B, N, K = y.shape[0], self.particles, self.steps
         dt, dev = torch.float64, y.device
@@ -259,6 +268,9 @@ class SMC(Solver):
         def log_lik(x: Tensor) -> Tensor:  # -mu_y(x)
             return -0.5 * _sqnorm(yN - op.A(x).to(dt)) / s2
 
+        def randn(like: Tensor) -> Tensor:
+            return torch.randn(like.shape, generator=g, dtype=dt, device=dev)
+
         # Stage I: exact tilted start N(0, rho^2 I) exp(-mu_y) (particle), or the diffusion's own start (tweedie)
         log_w = torch.zeros(B, N, dtype=dt, device=dev)
         if particle_tilt:
@@ -266,8 +278,8 @@ class SMC(Solver):
             rho2 = self.sigma_max**2 + self.prior_std**2
             x = self._gauss_mean(op, zero, yN, rho2, 1.0, s2)[0] + self._gauss_noise(op, zero, yN, rho2, 1.0, s2, g)
         else:
-            x = self.sigma_max * torch.randn(B * N, *img, generator=g, dtype=dt, device=dev)
-        log_tilt_prev = log_kernel = m_next = eps = x0_prev = None
+            x = self.sigma_max * randn(torch.empty(B * N, *img))
+        log_prev = log_kernel = m_next = eps = x0_prev = None
         ess_hist, resampled, c_hist = [], [], []
         for k in tqdm(range(K), disable=not progress, desc=f"SMC ({self.tilt} tilt)"):
             sigma, sigma_next = float(sigmas[k]), float(sigmas[k + 1])
@@ -278,18 +290,20 @@ class SMC(Solver):
                 xg = x.detach().requires_grad_(want_grad)
                 x0_hat = self.denoise(xg, sigma)
                 if not particle_tilt and self.adapt_prior_std and eps is not None:
-                    # 2a. c^2 from the last move: A(x0_hat - x0_prev) ~ J A eps, tau^2 = sigma^2 J = sigma^2 c^2 / (sigma^2 + c^2)
+                    # 1a. c^2 from the last move: A (x0_hat - x0_prev) ~ J A eps, J = c^2 / (c^2 + sigma^2)
                     Ae = op.A(eps).to(dt)
                     num = _dot(op.A(x0_hat.detach() - x0_prev).to(dt), Ae).reshape(B, N).sum(1)
                     J = (num / _sqnorm(Ae).reshape(B, N).sum(1).clamp_min(1e-300)).clamp(1e-8, 1 - 1e-8)
                     c2 = sigma**2 * J / (1 - J)
                 c2r = c2.repeat_interleave(N)
-                tau2 = sigma**2 * c2r / (sigma**2 + c2r)
+                tau2 = sigma**2 * c2r / (sigma**2 + c2r)  # Cov(x0 | x_k) ~ tau_k^2 I
                 if particle_tilt:
                     log_tilt = log_lik(x)
-                else:
-                    log_tilt = -0.5 * _sqnorm(yN - op.A(x0_hat).to(dt)) / (s2 + tau2)
-                grad = torch.autograd.grad(log_tilt.sum(), xg)[0] if want_grad else None
+                else:  # log y~_k(x_k) = -1/2 r^T (s^2 I + tau_k^2 A A^T)^{-1} r, r = y - A x0_hat
+                    r = yN - op.A(x0_hat).to(dt)
+                    q, u = self._quad(op, r.detach(), s2, tau2)
+                    log_tilt = -0.5 * q
+                grad = torch.autograd.grad(-(r * u).sum(), xg)[0] if want_grad else None  # d/dx of -1/2 r^T G^-1 r
             x0_hat, log_tilt = x0_hat.detach(), log_tilt.detach()
             self.check_iterate("x0_hat", x0_hat, k)
             c_hist.append(c2.sqrt())
@@ -307,7 +321,7 @@ class SMC(Solver):
                     m_next = x + h * (score - grad_mu)
                 log_w = log_w + inc.reshape(B, N)
             elif not particle_tilt:  # weight of the move just made, x_{k-1} -> x_k
-                inc = log_tilt if log_tilt_prev is None else log_tilt - log_tilt_prev + log_kernel
+                inc = log_tilt if log_prev is None else log_tilt - log_prev + log_kernel
                 log_w = log_w + inc.reshape(B, N)
             # 3. resample where the ESS fell below the threshold
             ess_k = ess(log_w)
@@ -332,25 +346,28 @@ class SMC(Solver):
                 if self.proposal == "gaussian":
                     x = m_next + self._gauss_noise(op, x, yN, v2, 1.0, s2, g)
                 else:
-                    x = m_next + math.sqrt(h) * torch.randn(x.shape, generator=g, dtype=dt, device=dev)
+                    x = m_next + math.sqrt(h) * randn(x)
             else:
-                m = x0_hat + ratio * (x - x0_hat)
-                v2 = ratio * h + (1 - ratio) ** 2 * tau2  # Var(x_{k+1} | x_k) with Cov(x0 | x_k) ~ tau_k^2 I
-                if self.proposal == "gaussian":  # locally optimal for y~_{k+1} linearised: D(x') ~ x0_hat + alpha (x' - m)
-                    alpha = c2r / (c2r + sigma_next**2)
-                    S = s2 + alpha * sigma_next**2
-                    mu, _ = self._gauss_mean(op, m, yN - op.A(x0_hat).to(dt), v2, alpha, S)
-                    eps = self._gauss_noise(op, m, yN, v2, alpha, S, g)
-                    x = mu + eps
-                    # log p_u(x | .) - log r(x | .), r = N(mu, P^{-1}): eps^T P eps = |eps|^2 / v2 + alpha^2 |A eps|^2 / S
-                    log_kernel = (_sqnorm(eps) - _sqnorm(x - m)) / (2 * v2) + alpha**2 * _sqnorm(op.A(eps).to(dt)) / (2 * S)
+                m = x0_hat + ratio * (x - x0_hat)  # E[x_{k+1} | x_k]
+                v2 = ratio * h + (1 - ratio) ** 2 * tau2  # Var(x_{k+1} | x_k) with Cov(x0 | x_k) = tau_k^2 I
+                if self.proposal == "gaussian":
+                    # z ~ N(x0_hat, tau_k^2 I) N(y; A z, s^2 I), then the bridge x' ~ N((1 - ratio) z + ratio x_k, ratio h I)
+                    mu_z, _ = self._gauss_mean(op, x0_hat, yN - op.A(x0_hat).to(dt), tau2, 1.0, s2)
+                    eps = (1 - ratio) * self._gauss_noise(op, x, yN, tau2, 1.0, s2, g) + math.sqrt(ratio * h) * randn(x)
+                    x = (1 - ratio) * mu_z + ratio * x + eps
+                    # log p_u - log r = log Z(x_k) - log y~lin(x'), log Z(x_k) = log y~_k(x_k); y~lin: the Gaussian
+                    # surrogate's p(y | x'), x0 | x' ~ N(x0_hat + a (x' - m), t2 I), a = (1 - ratio) tau^2 / v2
+                    a = (1 - ratio) * tau2 / v2
+                    t2 = tau2 * ratio * h / v2
+                    q_lin, _ = self._quad(op, yN - op.A(x0_hat + _col(a, x) * (x - m)).to(dt), s2, t2)
+                    log_kernel = log_tilt + 0.5 * q_lin
                 else:
-                    eps = _col(v2.sqrt(), x) * torch.randn(x.shape, generator=g, dtype=dt, device=dev)
+                    eps = _col(v2.sqrt(), x) * randn(x)
                     delta = self.guidance_scale * h * grad if grad is not None else torch.zeros_like(m)
                     x = m + delta + eps
                     # log p_u(x | .) - log r(x | .) with r = N(m + delta, v2 I)
                     log_kernel = (_sqnorm(eps) - _sqnorm(eps + delta)) / (2 * v2)
-                log_tilt_prev, x0_prev = log_tilt, x0_hat
+                log_prev, x0_prev = log_tilt, x0_hat
             self.check_iterate("x", x, k)
         info = {"ess": torch.stack(ess_hist), "resampled": torch.stack(resampled), "sigmas": sigmas,
                 "final_ess": ess(log_w), "prior_std": torch.stack(c_hist)}
