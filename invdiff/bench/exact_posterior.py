@@ -150,8 +150,13 @@ def run(quick: bool = False, seed: int = 0, problem_seed: int = 7, log=None) -> 
                    seconds=seconds, nfe=prior.calls, note="shares " + " / ".join(f"{v:.2f}" for v in s["shares"]))
         rows.append(row)
         if log:
-            log(f"{label}: SW {s['sw']:.4f} (exact {s['sw_exact']:.4f}), TV {s['tv']:.3f}, {seconds:.1f} s, {prior.calls} calls")
+            log(f"{label}: SW {s['sw']:.4f} (exact {s['sw_exact']:.4f}), TV {s['tv']:.3f}, {seconds:.1f} s, "
+                f"{prior.calls} calls")
     return rows
+
+
+def _num(v, nd: int) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
 
 
 def table(rows: list[dict], weights: list[float] | None = None) -> str:
@@ -159,24 +164,24 @@ def table(rows: list[dict], weights: list[float] | None = None) -> str:
     head = "| method | samples | SW to exact | exact-vs-exact SW | ratio | component TV | seconds | NFE | note |"
     lines = [head, "|" + "---|" * 9]
     for r in rows:
-        f = lambda v, nd: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
-        lines.append(f"| {r['method']} | {r['samples']} | {f(r['sw'], 4)} | {f(r['sw_exact'], 4)} | {f(r['sw_ratio'], 2)} "
-                     f"| {f(r['tv'], 3)} | {f(r['seconds'], 1)} | {r['nfe']} | {r.get('note', '')} |")
+        lines.append(f"| {r['method']} | {r['samples']} | {_num(r['sw'], 4)} | {_num(r['sw_exact'], 4)} "
+                     f"| {_num(r['sw_ratio'], 2)} | {_num(r['tv'], 3)} | {_num(r['seconds'], 1)} | {r['nfe']} "
+                     f"| {r.get('note', '')} |")
     if weights is not None:
         lines += ["", "Exact posterior component weights: " + " / ".join(f"{w:.2f}" for w in weights)]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Exact-posterior benchmark on a multimodal Gaussian-mixture inpainting "
-                                             "problem (d = 64).", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description="Exact-posterior benchmark on a multimodal Gaussian-mixture "
+                                             "inpainting problem (d = 64).",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="256 samples/particles and fewer steps")
     ap.add_argument("--seed", type=int, default=0, help="seed of every sampler")
     ap.add_argument("--problem-seed", type=int, default=7, help="seed of the truth and the measurement")
     ap.add_argument("--out", default=None, help="also write the Markdown table to this file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = run(args.quick, args.seed, args.problem_seed, log=lambda m: print(m, file=sys.stderr, flush=True))
     md = table(rows, make_problem(seed=args.problem_seed).posterior.weights[0].tolist())
     print(md)
