@@ -23,6 +23,9 @@
 # %%
 import os
 import time
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
 
 import matplotlib.pyplot as plt
 import torch
@@ -31,9 +34,9 @@ import invdiff
 from invdiff import data, metrics, operators, priors, solvers
 from invdiff.bench.methods import hparams
 
+torch.manual_seed(0)  # the global generator (op(x) draws its noise from it)
 FAST = os.environ.get("INVDIFF_FAST") == "1"
 STEPS = 20 if FAST else 100  # diffusion steps = network calls per image
-torch.manual_seed(0)
 print(f"invdiff {invdiff.__version__}, torch {torch.__version__}, fast mode: {FAST}, {STEPS} steps")
 
 # %% [markdown]
@@ -177,8 +180,9 @@ for steps in sweep:
 # ## Where to go from here
 #
 # * `solvers.DPS` (diffusion posterior sampling), `solvers.REDDiff` and `solvers.SMC` (weighted
-#   particles, notebook 5) take the same prior and operator; `invdiff.reconstruct(y, op, prior, method="dps", steps=...)`
-#   is the one-line form.
+#   particles, notebook 5) take the same prior and operator; DPS back-propagates through the
+#   network at every step and needs many more steps (its paper uses 1000).
+#   `invdiff.reconstruct(y, op, prior, method="dds", steps=...)` is the one-line form.
 # * `operators.CT(..., geometry="fan")` gives a fan-beam scanner, and `photon_count=` log-Poisson
 #   noise instead of Gaussian.
 # * `invdiff bench --tasks ct8 ct16 ct-limited90` compares these methods with deepinv's DPS and

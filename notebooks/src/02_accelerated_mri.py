@@ -26,6 +26,9 @@
 # %%
 import math
 import os
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
 
 import matplotlib.pyplot as plt
 import torch
@@ -34,10 +37,10 @@ from invdiff import data, metrics, operators, priors, solvers
 from invdiff.bench.methods import hparams
 from invdiff.operators.functional.fft import ifft2c, to_complex
 
+torch.manual_seed(0)  # the global generator (op(x) draws its noise from it)
 FAST = os.environ.get("INVDIFF_FAST") == "1"
 STEPS = 20 if FAST else 100
 ACCELERATIONS = (4,) if FAST else (4, 8)
-torch.manual_seed(0)
 
 
 def show(images, titles, rows=1, size=2.2, vmin=0.0, vmax=1.0, cmap="gray"):

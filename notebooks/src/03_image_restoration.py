@@ -19,6 +19,9 @@
 
 # %%
 import os
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
 
 import matplotlib.pyplot as plt
 import torch
@@ -27,10 +30,10 @@ import torch.nn.functional as F
 from invdiff import data, metrics, operators, priors, solvers
 from invdiff.bench.methods import hparams
 
+torch.manual_seed(0)  # the global generator (op(x) draws its noise from it)
 FAST = os.environ.get("INVDIFF_FAST") == "1"
 STEPS = 20 if FAST else 100
 N_SAMPLES = 2 if FAST else 4
-torch.manual_seed(0)
 
 
 def show(images, titles, rows=1, size=2.2, vmin=0.0, vmax=1.0, cmap="gray"):

@@ -22,6 +22,9 @@
 # %%
 import os
 import time
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
 
 import deepinv as dinv
 import matplotlib.pyplot as plt
@@ -32,9 +35,9 @@ from invdiff.bench.methods import CountingDenoiser, hparams
 from invdiff.bench.tasks import TASKS, measure, test_images
 from invdiff.priors.adapters.adm import ADMConfig, ADMUNet
 
+torch.manual_seed(0)  # the global generator (op(x) draws its noise from it)
 FAST = os.environ.get("INVDIFF_FAST") == "1"
 NFE = 20 if FAST else 100  # network calls per image, the same for every diffusion method
-torch.manual_seed(0)
 
 # %% [markdown]
 # ## 1. An ADM checkpoint
