@@ -1,7 +1,7 @@
 """The tutorials in ``notebooks/`` run top to bottom, show their figures, and are committed without outputs.
 
-Each notebook is executed in a fresh Jupyter kernel (``python3``, which jupyter_client starts with
-this interpreter, so it sees the same installed packages) in a temporary working folder, with
+Each notebook is executed in a fresh Jupyter kernel running this interpreter (so it sees the same
+installed packages, also in a fresh virtual environment) in a temporary working folder, with
 ``INVDIFF_FAST=1``: the notebooks then shrink their step counts and sizes (each says so in a
 Markdown cell) so that the whole file runs in a few minutes on a laptop CPU.
 """
@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT = 300  # seconds per cell
+KERNEL = "invdiff-tests"
 
 
 def _generator():
@@ -35,6 +36,22 @@ def _kernel_env() -> dict:
     env["INVDIFF_FAST"] = "1"
     env.pop("MPLBACKEND", None)  # tests set Agg; the kernel must use its inline backend to show figures
     return env
+
+
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory):
+    """A kernel spec that starts ``sys.executable``, first on ``JUPYTER_PATH``.
+
+    The notebooks name the usual ``python3`` kernel; a user-level ``python3`` spec may point at
+    another interpreter, so the tests register their own under another name.
+    """
+    from ipykernel.kernelspec import write_kernel_spec
+
+    root = tmp_path_factory.mktemp("jupyter")
+    write_kernel_spec(root / "kernels" / KERNEL, overrides={"display_name": "invdiff tests"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(root))
+        yield KERNEL
 
 
 def test_at_least_six_tutorials():
@@ -61,6 +78,13 @@ def test_notebooks_are_built_from_their_sources():
             f"{gen.target(src).name} differs from {src.name}; run python notebooks/make_notebooks.py"
 
 
+def test_test_kernel_runs_this_interpreter(kernel_name):
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    assert spec.argv[0] == sys.executable
+
+
 def test_generator_parses_cells():
     gen = _generator()
     cells = gen.parse_cells("# %% [markdown]\n# # Title\n# text\n\n# %%\nx = 1\n\n# %%\n")
@@ -70,9 +94,9 @@ def test_generator_parses_cells():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path, tmp_path):
+def test_notebook_executes(path, tmp_path, kernel_name):
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=kernel_name,
                                      resources={"metadata": {"path": str(tmp_path)}})
     t0 = time.perf_counter()
     client.execute(env=_kernel_env())  # raises CellExecutionError (with the traceback) if a cell fails

@@ -279,6 +279,37 @@ def run_benchmark(task_names, method_keys, n_images: int = 4, nfe: int = 100, pr
     return rows, per_image, skipped
 
 
+def _worker(args: tuple) -> tuple[list[dict], list[dict], list[str], list[str]]:
+    """One task in a worker process (``--jobs``): returns its rows and its log lines."""
+    tname, method_keys, n_images, nfe, prior_spec, device, seed = args
+    torch.set_num_threads(1)
+    lines: list[str] = []
+    rows, per_image, skipped = run_benchmark([tname], method_keys, n_images=n_images, nfe=nfe,
+                                             prior=load_prior(prior_spec, device), device=device, seed=seed,
+                                             log=lines.append)
+    return rows, per_image, skipped, lines
+
+
+def run_parallel(task_names, method_keys, n_images, nfe, prior_spec, device, seed, jobs, log=print):
+    """:func:`run_benchmark` with the tasks spread over ``jobs`` worker processes (one thread each).
+
+    Rows come back in the order of ``task_names``; timings are taken with the other workers running.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    work = [(t, list(method_keys), n_images, nfe, prior_spec, device, seed) for t in task_names]
+    rows, per_image, skipped = [], [], []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        for r, p, s, lines in pool.map(_worker, work):
+            for line in lines:
+                log(line)
+            rows += r
+            per_image += p
+            skipped += s
+    return rows, per_image, skipped
+
+
 # ----------------------------------------------------------------------------- outputs
 def _fmt(v, nd=2) -> str:
     if v is None or v == "":
@@ -361,11 +392,9 @@ def write_markdown(path: Path, rows, skipped, info: dict, settings: dict, exact:
              summary_table(rows), ""]
     for tname in dict.fromkeys(r["task"] for r in rows):
         parts += [f"## {tname}: {TASKS[tname].description}", "", task_table(rows, tname), ""]
-    if exact is not None:
+    if exact is not None or exact_note:
         parts += ["## Exact-posterior benchmark (Gaussian-mixture prior; `invdiff.bench.exact_posterior`)", ""]
-        parts += [_generic_table(exact) if exact else "(no rows)", ""]
-    if exact_note:
-        parts += [exact_note, ""]
+        parts += [exact_note or "(no rows)", ""]
     if skipped:
         parts += ["## Not run", ""] + [f"- {s}" for s in skipped] + [""]
     parts += ["![PSNR against seconds](results.png)", ""]
@@ -417,18 +446,22 @@ def write_plot(path: Path, rows: list[dict]) -> None:
         fig.savefig(tmp, format="png", dpi=110)
 
 
-def exact_posterior_rows(quick: bool) -> tuple[list[dict] | None, str | None]:
-    """``invdiff.bench.exact_posterior.run(quick)`` when that module exists."""
+def exact_posterior_rows(quick: bool, log=print) -> tuple[list[dict] | None, str | None]:
+    """``invdiff.bench.exact_posterior.run(quick)`` when that module exists; (rows, Markdown table or note)."""
     try:
         mod = importlib.import_module("invdiff.bench.exact_posterior")
     except ImportError as err:
         return None, f"Exact-posterior benchmark not available ({err})."
     if not hasattr(mod, "run"):
         return None, "Exact-posterior benchmark: invdiff.bench.exact_posterior has no run(quick)."
+    log("[exact-posterior] Gaussian-mixture prior, exact posterior samples as reference")
     try:
-        return list(mod.run(quick)), None
+        rows = list(mod.run(quick, log=lambda m: log("  " + m)))
     except Exception as err:  # noqa: BLE001
         return None, f"Exact-posterior benchmark failed: {type(err).__name__}: {err}"
+    doc = (mod.__doc__ or "").strip().split("\n\n")[0]
+    text = mod.table(rows) if hasattr(mod, "table") else _generic_table(rows)
+    return rows, (doc + "\n\n" + text) if doc else text
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -452,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and the samplers")
     p.add_argument("--no-exact", action="store_true", help="skip the exact-posterior benchmark rows")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes, one task each at a time (timings are then "
+                   "taken with the other workers running)")
     return p
 
 
@@ -472,9 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    rows, per_image, skipped = run_benchmark(tasks, method_keys, n_images=n_images, nfe=nfe, prior=prior,
-                                             device=args.device, seed=args.seed, log=log)
-    exact, exact_note = (None, None) if args.no_exact else exact_posterior_rows(args.quick)
+    if args.jobs > 1 and len(tasks) > 1:
+        rows, per_image, skipped = run_parallel(tasks, method_keys, n_images, nfe, args.prior, args.device, args.seed,
+                                                args.jobs, log)
+    else:
+        rows, per_image, skipped = run_benchmark(tasks, method_keys, n_images=n_images, nfe=nfe, prior=prior,
+                                                 device=args.device, seed=args.seed, log=log)
+    exact, exact_note = (None, None) if args.no_exact else exact_posterior_rows(args.quick, log)
     meta = _prior_meta(prior)
     settings = {
         "command": "invdiff bench " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -485,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             "test images per 2D task": f"{n_images} (ellipses seed 777001" + (", then Shepp-Logan)" if n_images > 1
                                                                               else "; Shepp-Logan)"),
             "measurement / sampler seed": args.seed,
+            "worker processes": args.jobs,
             "total wall time (s)": f"{time.perf_counter() - t_start:.0f}",
         },
     }

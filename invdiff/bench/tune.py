@@ -15,6 +15,7 @@ winners are copied into :data:`invdiff.bench.methods.HPARAMS` by hand.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -25,13 +26,13 @@ from invdiff.bench.tasks import TASKS, tuning_images
 
 # method -> ordered {parameter: values}; coordinate search in this order
 GRIDS: dict[str, dict[str, list]] = {
-    "dps": {"step_size": [0.03, 0.1, 0.3, 1.0, 3.0]},
-    "reddiff": {"lr": [0.02, 0.05, 0.1, 0.25, 0.5], "lam": [0.05, 0.1, 0.25, 0.5, 1.0]},
-    "dds": {"eta": [0.85], "gamma": [0.1, 1.0, 10.0]},
-    "smc": {"guidance_scale": [1.0]},
-    "dinv-dps": {"weight": [0.03, 0.1, 0.3, 1.0, 3.0]},
-    "dinv-diffpir": {"lambda_": [1.0, 3.0, 7.0, 15.0, 30.0], "zeta": [0.1, 0.3, 0.6, 1.0]},
-    "dinv-ddrm": {"eta": [0.5, 0.85, 1.0]},
+    "dps": {"step_size": [0.1, 0.3, 1.0]},
+    "reddiff": {"lr": [0.05, 0.2, 0.5], "lam": [0.25, 0.05, 1.0]},
+    "dds": {"gamma": [0.1, 1.0, 10.0, math.inf], "eta": [0.85, 1.0], "cg_iters": [5, 10]},
+    "smc": {"particles": [8]},
+    "dinv-dps": {"weight": [0.1, 0.3, 1.0]},
+    "dinv-diffpir": {"lambda_": [1.0, 7.0, 30.0], "zeta": [0.1, 0.4, 1.0]},
+    "dinv-ddrm": {"eta": [0.85, 1.0]},
     "tv": {"weight": [0.001, 0.003, 0.01, 0.03]},
 }
 

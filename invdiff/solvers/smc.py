@@ -293,7 +293,7 @@ class SMC(Solver):
                               nfe=self.nfe, seconds=time.perf_counter() - t0, info=dict(info))
 
     def _quad(self, op, r: Tensor, s2: float, t2: Tensor) -> tuple[Tensor, Tensor]:
-        """``q = r^T G^{-1} r`` and ``u = G^{-1} r``, ``G = s2 I + t2 A A^T`` (per-row ``t2``), by CG on measurements."""
+        """``q = r^T G^{-1} r`` and ``u = G^{-1} r``, ``G = s2 I + t2 A A^T`` (per-row ``t2``), CG on measurements."""
         u = cg(lambda v: s2 * v + _col(t2, v) * op.A(op.A_adjoint(v)).to(v.dtype), r, None, iters=self.cg_iters,
                tol=self.cg_tol)
         return _dot(r, u), u
