@@ -65,6 +65,12 @@ def _load_prior(spec: str | None, device: str):
     return load(spec, device=device)
 
 
+# Settings the command line gives a solver on top of its class defaults: those tuned by the benchmark
+# (invdiff.bench.methods.HPARAMS, on sparse-view CT; benchmarks/TUNING.md). DDS: karras schedule,
+# noise-aware proximal data step (lambda_), the last 20 % of the steps averaged.
+TUNED = {"dds": {"schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_fraction": 0.2}}
+
+
 def _make_solver(name: str, prior_spec: str | None, steps: int | None, device: str):
     """Instantiate a solver by name; ``steps`` goes to its ``steps=`` (diffusion) or ``iters=`` (TV, CG)."""
     cls = _solver_class(name)
@@ -74,6 +80,12 @@ def _make_solver(name: str, prior_spec: str | None, steps: int | None, device: s
         if steps < 1:
             raise CLIError(f"--steps: expected a positive integer, got {steps}")
         kw = {"steps": steps} if "steps" in params else {"iters": steps} if "iters" in params else {}
+    tuned = dict(TUNED.get(name.lower(), {}))
+    frac = tuned.pop("tail_fraction", None)
+    if frac is not None:
+        n = steps if steps is not None else params["steps"].default
+        tuned["tail_average"] = max(1, round(frac * n))
+    kw.update(tuned)
     if getattr(cls, "needs_prior", True):
         return cls(_load_prior(prior_spec, device), **kw)
     return cls(**kw)
@@ -371,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(0.01: 40 dB measurement SNR)")
     d.add_argument("--samples", type=int, default=1, help="posterior samples (std panel when > 1)")
     common(d)
+    d.set_defaults(solver="dds")  # the demo runs a diffusion solver on the embedded prior
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("reconstruct", help="reconstruct an image/volume file or measured k-space", formatter_class=fmt,

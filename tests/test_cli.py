@@ -26,7 +26,7 @@ def _psnrs(text: str) -> list[float]:
 
 
 def test_demo_ct_writes_png_and_prints_psnr(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--size", "48", "--views", "30"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--size", "48", "--views", "30", "--solver", "fbp"]) == 0
     out = capsys.readouterr().out
     png = tmp_path / "demo_ct_fbp.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -34,24 +34,34 @@ def test_demo_ct_writes_png_and_prints_psnr(tmp_path, capsys):
     assert 15.0 < psnr < 60.0, out  # FBP of 30 views at 48x48 with 40 dB measurement SNR
     assert "SSIM" in out and "wrote" in out
     # the figure exists now: a second run refuses to overwrite it, with one line
-    assert main(["demo", "--out", str(tmp_path), "--size", "48", "--views", "30"]) == 1
+    assert main(["demo", "--out", str(tmp_path), "--size", "48", "--views", "30", "--solver", "fbp"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overwrite" in err[0]
-    assert main(["demo", "--out", str(tmp_path), "--size", "48", "--views", "30", "--overwrite"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--size", "48", "--views", "30", "--solver", "fbp", "--overwrite"]) == 0
+
+
+def test_demo_runs_a_diffusion_solver_by_default(tmp_path, capsys):
+    """No --solver: DDS (tuned settings) on the embedded prior, beside FBP, and well above it."""
+    assert main(["demo", "--out", str(tmp_path), "--steps", "30"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "demo_ct_dds.png").is_file()
+    fbp, dds = _psnrs(out)
+    assert re.search(r"dds\s+PSNR.*NFE\s+30\b", out), out
+    assert dds > fbp + 3.0, out  # 16 views of the 64x64 Shepp-Logan phantom
 
 
 def test_demo_more_views_give_better_fbp(tmp_path, capsys):
     psnr = {}
     for views in (8, 60):
         assert main(["demo", "--out", str(tmp_path / str(views)), "--size", "48", "--views", str(views),
-                     "--noise", "0"]) == 0
+                     "--noise", "0", "--solver", "fbp"]) == 0
         (psnr[views],) = _psnrs(capsys.readouterr().out)
     assert psnr[60] > psnr[8] + 3, psnr
 
 
 @pytest.mark.parametrize("task", ["mri", "inpaint", "sr", "ct3d"])
 def test_demo_other_tasks(tmp_path, capsys, task):
-    args = ["demo", "--task", task, "--out", str(tmp_path), "--size", "32"]
+    args = ["demo", "--task", task, "--out", str(tmp_path), "--size", "32", "--solver", "fbp"]
     if task == "ct3d":
         args += ["--depth", "4"]
     assert main(args) == 0

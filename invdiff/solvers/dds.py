@@ -56,6 +56,23 @@ def check_tv_args(tv_weight, rho, gamma) -> tuple[float, float, float]:
     return lam, rho, g
 
 
+def noise_level(op, noise_std: float | None = None) -> float:
+    """``sigma_y``: ``noise_std``, else ``op.noise_std``, else ``op.noise_model.sigma``; must be positive."""
+    s = noise_std
+    if s is None:
+        s = getattr(op, "noise_std", None)
+    if s is None:
+        s = getattr(getattr(op, "noise_model", None), "sigma", None)
+    if s is None:
+        raise ValueError("noise_std: lambda_ weighs the data by the measurement noise, but the operator states "
+                         "none (op.noise_std or op.noise_model.sigma); pass DDS(..., noise_std=s)")
+    s = float(torch.as_tensor(s).reshape(-1)[0])
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"noise_std: lambda_ needs a positive measurement noise level, got {s!r}; "
+                         f"pass DDS(..., noise_std=s) with s > 0 or use gamma instead")
+    return s
+
+
 class _SliceWise:
     """Mixin: route volumes through the slice-wise prior, count network calls and slice evaluations."""
 
@@ -75,24 +92,28 @@ class _SliceWise:
 
 
 def dds_loop(solver: Solver, y: Tensor, op, sigmas: list[float], start_scale: float, eta: float,
-             admm: ADMMTVz, gamma: float, generator: torch.Generator, progress: bool,
+             admm: ADMMTVz, gamma: float | Callable[[float], float], generator: torch.Generator, progress: bool,
              callback: Callable[[dict], None] | None, clip: tuple[float, float] | None = None,
-             desc: str = "DDS") -> Tensor:
+             desc: str = "DDS", tail_average: int = 1) -> Tensor:
     """The DDS sampling loop (shared by :class:`DDS` and ``DiffusionMBIR(mode="dds")``).
 
     ``sigmas``: decreasing noise levels ending in 0; ``x`` starts at ``start_scale * n``. The data
-    update minimises ``1/2 |A x - y|^2 + |x - x0_hat|^2 / (2 gamma) [+ lam |D_z x|_1]``.
+    update minimises ``1/2 |A x - y|^2 + |x - x0_hat|^2 / (2 gamma) [+ lam |D_z x|_1]``; ``gamma`` is a
+    number (``inf``: no proximity term) or a function of the step's ``sigma``.
+    ``tail_average = k > 1`` returns the mean of the data-consistent estimates ``x0'`` of the last
+    ``k`` steps instead of the last one (see :class:`DDS`).
     """
     img_size = getattr(op, "img_size", None)
     shape = (y.shape[0], *img_size) if img_size is not None else tuple(op.A_adjoint(y).shape)
     dt = torch.float64
     AtA = normal_operator(op, y.dtype)
     ATy = op.A_adjoint(y).to(dt)
-    inv_gamma = 0.0 if math.isinf(gamma) else 1.0 / gamma
-    M = (lambda v: AtA(v) + inv_gamma * v) if inv_gamma > 0 else AtA
+    gamma_of = gamma if callable(gamma) else (lambda _sigma: gamma)
     c_noise, c_eps = eta, math.sqrt(max(1.0 - eta * eta, 0.0))
     x = start_scale * torch.randn(shape, generator=generator, device=y.device, dtype=dt)
     steps = len(sigmas) - 1
+    k_avg = min(max(int(tail_average), 1), steps)
+    acc = torch.zeros_like(x)
     for i in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         # 1. Tweedie estimate and the network's noise estimate
@@ -101,8 +122,13 @@ def dds_loop(solver: Solver, y: Tensor, op, sigmas: list[float], start_scale: fl
             x0_hat = x0_hat.clamp(*clip)
         eps_hat = (x - x0_hat) / sigma
         # 2. data consistency started at x0_hat: CG on (A^T A + I/gamma [+ rho D_z^T D_z]) x = ...
+        g = float(gamma_of(sigma))
+        inv_gamma = 0.0 if math.isinf(g) else 1.0 / g
+        M = (lambda v, c=inv_gamma: AtA(v) + c * v) if inv_gamma > 0 else AtA
         b = ATy + inv_gamma * x0_hat if inv_gamma > 0 else ATy
         x0_dc = admm.step(x0_hat, M, b)
+        if i >= steps - k_avg:
+            acc += x0_dc
         # 3. DDIM step to sigma_next with the corrected estimate
         if sigma_next > 0:
             z = torch.randn(shape, generator=generator, device=y.device, dtype=dt)
@@ -112,20 +138,25 @@ def dds_loop(solver: Solver, y: Tensor, op, sigmas: list[float], start_scale: fl
         solver.check_iterate("x", x, i)
         if callback is not None:
             callback({"step": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "x0_hat": x0_hat, "x0_dc": x0_dc})
+    if k_avg > 1:
+        x = acc / k_avg
     return x.to(y.dtype)
 
 
-def dds_sigmas(prior, steps: int, schedule: str) -> tuple[list[float], float]:
+def dds_sigmas(prior, steps: int, schedule: str, sigma_min: float | None = None) -> tuple[list[float], float]:
     """Noise levels for DDS and the scale of the starting noise.
 
     ``"vp"``: DDPM's linear-beta chain respaced to ``steps`` (as the official code), capped at the
     prior's ``sigma_max``; start ``sqrt(1 + sigma_0^2) n`` (the VP chain's ``N(0, I)``).
-    ``"karras"``: EDM's schedule over the prior's ``[sigma_min, sigma_max]``; start ``sigma_0 n``.
+    ``"karras"``: EDM's schedule over ``[sigma_min, sigma_max]`` (``sigma_min`` defaults to the prior's);
+    start ``sigma_0 n``. The last step denoises at ``sigma_min``, so a larger ``sigma_min`` ends on a
+    Tweedie estimate (a conditional mean) rather than on a near-noiseless sample.
     """
     if schedule == "vp":
         sig = vp_chain_sigmas(steps, sigma_max=getattr(prior, "sigma_max", None))
         return sig.tolist(), math.sqrt(1 + float(sig[0]) ** 2)
-    lo, hi = getattr(prior, "sigma_min", 0.002), getattr(prior, "sigma_max", 80.0)
+    lo = getattr(prior, "sigma_min", 0.002) if sigma_min is None else sigma_min
+    hi = getattr(prior, "sigma_max", 80.0)
     sig = karras_sigmas(steps, lo, hi)
     return sig.tolist(), float(sig[0])
 
@@ -142,6 +173,7 @@ class DDS(_SliceWise, Solver):
         #        (A^T A + I/gamma + rho D_z^T D_z) x0' = A^T y + x0_hat/gamma + rho D_z^T (z - u)
         #        z = soft(D_z x0' + u, tv_weight / rho),   u += D_z x0' - z
         # 3. DDIM:      x' = x0' + sigma' (eta n + sqrt(1 - eta^2) eps_hat)       (x' = x0' at the end)
+        # output: x0' of the last step, or with tail_average = k the mean of x0' over the last k steps
 
     ``gamma = inf`` is the official noiseless form (CG on ``A^T A x = A^T y`` from ``x0_hat``; the
     official 3D solver has no ``I/gamma`` term). The official code uses 5 CG iterations; its
@@ -172,6 +204,25 @@ class DDS(_SliceWise, Solver):
         Clip ``x0_hat`` to the prior's ``data_range`` before the data step (the official code does not).
     chunk : int
         Slices per network call on volumes.
+    sigma_min : float, optional
+        Last noise level of the ``"karras"`` schedule (default: the prior's ``sigma_min``); the output
+        is the data-consistent Tweedie estimate at this level.
+    lambda_ : float, optional
+        Noise-aware proximal weight after DiffPIR (Zhu et al., CVPR 2023): when given, ``gamma`` is
+        replaced at every step by ``gamma_t = sigma_t^2 / (lambda_ sigma_y^2)`` (the data term
+        ``|A x - y|^2 / (2 sigma_y^2)`` against a Gaussian of variance ``sigma_t^2 / lambda_`` around
+        ``x0_hat``), so the data pull is weak at high noise and strong at the end. ``sigma_y`` is
+        ``noise_std`` or the operator's. Use enough ``cg_iters`` (about 20) to solve this proximal
+        problem rather than stop early.
+    noise_std : float, optional
+        ``sigma_y`` for ``lambda_``; defaults to ``op.noise_std`` (or ``op.noise_model.sigma``).
+    tail_average : int
+        Not in the DDS paper (an invdiff option, off by default). With ``eta`` near 1 the low-noise
+        end of the chain re-draws fresh noise at every step, so the estimates ``x0'`` of the last
+        steps behave like correlated draws around the posterior; averaging the last ``k`` of them (an
+        ergodic, MCMC-style average) moves the output from one sample towards the posterior mean,
+        which scores better in PSNR/SSIM at no extra network call (and looks smoother). ``1``: the
+        plain DDS output.
 
     Example
     -------
@@ -181,7 +232,8 @@ class DDS(_SliceWise, Solver):
 
     def __init__(self, prior, steps: int = 100, eta: float = 0.85, cg_iters: int = 5, gamma: float = 1.0,
                  tv_weight: float = 0.0, rho: float = 10.0, schedule: str = "vp", clip_x0: bool = False,
-                 chunk: int = 16, device: str | torch.device = "cpu"):
+                 chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
+                 noise_std: float | None = None, tail_average: int = 1, device: str | torch.device = "cpu"):
         super().__init__(check_prior(prior), device=device)
         self.steps = check_positive_int("steps", steps)
         self.eta = check_positive_float("eta", eta, allow_zero=True)
@@ -194,13 +246,25 @@ class DDS(_SliceWise, Solver):
         self.schedule = schedule
         self.clip_x0 = bool(clip_x0)
         self.chunk = check_positive_int("chunk", chunk)
+        self.sigma_min = None if sigma_min is None else check_positive_float("sigma_min", sigma_min)
+        self.lambda_ = None if lambda_ is None else check_positive_float("lambda_", lambda_)
+        self.noise_std = None if noise_std is None else check_positive_float("noise_std", noise_std)
+        self.tail_average = check_positive_int("tail_average", tail_average)
+        if self.tail_average > self.steps:
+            raise ValueError(f"tail_average: expected at most steps={self.steps}, got {tail_average!r}")
+        if self.sigma_min is not None and schedule != "karras":
+            raise ValueError(f"sigma_min: only the 'karras' schedule takes it, got schedule={schedule!r}")
 
     def _sample(self, y: Tensor, op, generator: torch.Generator, progress: bool,
                 callback: Callable[[dict], None] | None) -> Tensor:
-        sigmas, start = dds_sigmas(self.prior, self.steps, self.schedule)
+        sigmas, start = dds_sigmas(self.prior, self.steps, self.schedule, self.sigma_min)
         img_size = getattr(op, "img_size", None)
         volume = (len(img_size) == 4) if img_size is not None else (op.A_adjoint(y).ndim == 5)
         admm = ADMMTVz(self.tv_weight if volume else 0.0, self.rho, self.cg_iters)
         clip = getattr(self.prior, "data_range", None) if self.clip_x0 else None
-        return dds_loop(self, y, op, sigmas, start, self.eta, admm, self.gamma, generator, progress, callback,
-                        clip=clip)
+        gamma = self.gamma
+        if self.lambda_ is not None:
+            s2 = noise_level(op, self.noise_std) ** 2
+            gamma = lambda sigma, c=self.lambda_ * s2: sigma * sigma / c  # noqa: E731
+        return dds_loop(self, y, op, sigmas, start, self.eta, admm, gamma, generator, progress, callback,
+                        clip=clip, tail_average=self.tail_average)
