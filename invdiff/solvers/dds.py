@@ -74,7 +74,10 @@ def noise_level(op, noise_std: float | None = None) -> float:
 
 
 class _SliceWise:
-    """Mixin: route volumes through the slice-wise prior, count network calls and slice evaluations."""
+    """Mixin: route volumes through the slice-wise prior, count network calls and slice evaluations.
+
+    The network runs without autograd (these samplers never differentiate through it).
+    """
 
     chunk: int
 
@@ -87,7 +90,8 @@ class _SliceWise:
         else:
             net = self.prior
         self.nfe += 1
-        out = net(x.to(torch.float32), sigma if isinstance(sigma, float) else sigma.to(torch.float32))
+        with torch.no_grad():  # no backward pass: without this the graph of every step would be kept
+            out = net(x.to(torch.float32), sigma if isinstance(sigma, float) else sigma.to(torch.float32))
         return out.to(x.dtype)
 
 
