@@ -117,7 +117,7 @@ class Method:
 # Tuned on the tuning images (seed 777002) with `python -m invdiff.bench.tune`, at 100 network calls;
 # the grids and scores are in benchmarks/TUNING.md. Groups: ct, mri, inpaint, deblur, sr, ct3d.
 HPARAMS: dict[str, dict[str, dict]] = {
-    "dps": {"default": {"step_size": 1.0}},
+    "dps": {"default": {"step_size": 0.1}},
     "reddiff": {"default": {"lr": 0.1, "lam": 0.25}},
     # ct16 tuning (benchmarks/TUNING.md): karras schedule, DiffPIR-style noise-aware proximal weight
     # solved by 20 CG iterations, eta 0.85, the last 20 % of the data-consistent estimates averaged
@@ -126,7 +126,7 @@ HPARAMS: dict[str, dict[str, dict]] = {
     # tuned by invdiff.bench.mbir3d on its tuning volume (seed 777102)
     "mbir": {"default": {"mode": "dds", "tv_weight": 0.2, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85}},
     "slicewise": {"default": {"mode": "dds", "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85}},
-    "dinv-dps": {"default": {"weight": 1.0}},
+    "dinv-dps": {"default": {"weight": 10.0}},
     "dinv-diffpir": {"default": {"lambda_": 1.0, "zeta": 1.0}},
     "dinv-ddrm": {"default": {"eta": 0.85}},
     "tv": {"default": {"weight": 0.01}},
@@ -279,7 +279,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
     Method("dinv-ddrm", "deepinv DDRM", "deepinv", "len(sigmas) = NFE", _dinv_ddrm_run, applies=_decomposable),
 ]}
 
-QUICK_METHODS = ("fbp", "reddiff", "dps", "dinv-diffpir")
+QUICK_METHODS = ("fbp", "dds", "reddiff", "dps", "dinv-diffpir")
 
 
 def get_method(key: str) -> Method:
