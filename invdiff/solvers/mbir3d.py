@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from invdiff.solvers.base import Solver, check_positive_float, check_positive_int, check_prior
-from invdiff.solvers.dds import SCHEDULES, _SliceWise, check_tv_args, dds_loop, dds_sigmas, normal_operator
+from invdiff.solvers.dds import SCHEDULES, _SliceWise, check_tv_args, dds_loop, dds_sigmas, noise_level, normal_operator
 from invdiff.solvers.tv_z import ADMMTVz
 
 MODES = ("pc", "dds")
@@ -95,8 +95,11 @@ class DiffusionMBIR(_SliceWise, Solver):
         Langevin corrector's signal-to-noise ratio (``pc``; official 0.16).
     cg_iters : int, optional
         CG iterations per ADMM x-update: default 1 for ``pc`` (official), 5 for ``dds`` (official DDS).
-    eta, gamma, schedule
-        DDIM stochasticity, data-term weight and noise schedule of ``mode="dds"`` (see :class:`DDS`).
+    eta, gamma, schedule, lambda_, noise_std, tail_average
+        DDIM stochasticity, data-term weight, noise schedule, noise-aware proximal weight
+        ``gamma_t = sigma_t^2 / (lambda_ sigma_y^2)`` and tail average of ``mode="dds"`` (see
+        :class:`DDS`). With ``lambda_`` the x-update keeps ``x0_hat`` in the null space of ``A``
+        (``|x - x0_hat|^2 / (2 gamma_t)``) instead of letting the TV state ``z - u`` replace it there.
     sigma_min, sigma_max : float, optional
         Noise range of ``mode="pc"`` (default: the prior's).
     chunk : int
@@ -112,7 +115,8 @@ class DiffusionMBIR(_SliceWise, Solver):
     def __init__(self, prior2d, steps: int = 200, tv_weight: float = 0.04, rho: float = 10.0, mode: str = "pc",
                  snr: float = 0.16, cg_iters: int | None = None, eta: float = 0.85, gamma: float = math.inf,
                  schedule: str = "vp", sigma_min: float | None = None, sigma_max: float | None = None,
-                 chunk: int = 16, device: str | torch.device = "cpu"):
+                 chunk: int = 16, lambda_: float | None = None, noise_std: float | None = None,
+                 tail_average: int = 1, device: str | torch.device = "cpu"):
         super().__init__(check_prior(prior2d), device=device)
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
@@ -134,6 +138,13 @@ class DiffusionMBIR(_SliceWise, Solver):
         if not self.sigma_min < self.sigma_max:
             raise ValueError(f"sigma_min, sigma_max: expected sigma_min < sigma_max, got {lo!r}, {hi!r}")
         self.chunk = check_positive_int("chunk", chunk)
+        self.lambda_ = None if lambda_ is None else check_positive_float("lambda_", lambda_)
+        self.noise_std = None if noise_std is None else check_positive_float("noise_std", noise_std)
+        self.tail_average = check_positive_int("tail_average", tail_average)
+        if (self.lambda_ is not None or self.tail_average > 1) and mode != "dds":
+            raise ValueError(f"lambda_, tail_average: only mode='dds' takes them, got mode={mode!r}")
+        if self.tail_average > self.steps:
+            raise ValueError(f"tail_average: expected at most steps={self.steps}, got {tail_average!r}")
 
     def _validate(self, y: Tensor, op) -> None:
         img_size = getattr(op, "img_size", None)
@@ -148,8 +159,12 @@ class DiffusionMBIR(_SliceWise, Solver):
         admm = ADMMTVz(self.tv_weight, self.rho, self.cg_iters)
         if self.mode == "dds":
             sigmas, start = dds_sigmas(self.prior, self.steps, self.schedule)
-            return dds_loop(self, y, op, sigmas, start, self.eta, admm, self.gamma, generator, progress, callback,
-                            desc="DiffusionMBIR-DDS")
+            gamma = self.gamma
+            if self.lambda_ is not None:  # noise-aware proximal weight, as DDS(lambda_=...)
+                s2 = noise_level(op, self.noise_std) ** 2
+                gamma = lambda sigma, c=self.lambda_ * s2: sigma * sigma / c  # noqa: E731
+            return dds_loop(self, y, op, sigmas, start, self.eta, admm, gamma, generator, progress, callback,
+                            desc="DiffusionMBIR-DDS", tail_average=self.tail_average)
         return self._pc_loop(y, op, admm, generator, progress, callback)
 
     def _pc_loop(self, y: Tensor, op, admm: ADMMTVz, generator: torch.Generator, progress: bool,
