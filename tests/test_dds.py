@@ -105,3 +105,21 @@ def test_sigma_min_ends_the_karras_schedule():
 def test_bad_arguments_name_the_argument(kw, name):
     with pytest.raises(ValueError, match=name):
         DDS(gauss_prior(), steps=10, **kw)
+
+
+def test_mbir_dds_mode_takes_the_same_options_as_dds():
+    """DiffusionMBIR(mode="dds", tv_weight=0) with lambda_ and tail_average is DDS on the volume, slice by slice."""
+    from invdiff.operators import CT
+    from invdiff.solvers.mbir3d import DiffusionMBIR
+
+    x = torch.full((1, 1, 3, 16, 16), 0.3)
+    x[..., 4:12, 5:11] = 0.8
+    op = CT((1, 3, 16, 16), n_views=6, noise_std=0.05)
+    y = op(x)
+    kw = dict(steps=8, cg_iters=6, eta=0.85, schedule="karras", lambda_=1.0, tail_average=3, tv_weight=0.0)
+    a = DiffusionMBIR(gauss_prior(16), mode="dds", **kw).reconstruct(y, op, seed=2, progress=False)
+    b = DDS(gauss_prior(16), **kw).reconstruct(y, op, seed=2, progress=False)
+    assert torch.equal(a.mean, b.mean)
+    for bad in ({"lambda_": 1.0}, {"tail_average": 2}):
+        with pytest.raises(ValueError, match="mode='dds'"):
+            DiffusionMBIR(gauss_prior(16), mode="pc", steps=8, **bad)
