@@ -68,7 +68,7 @@ def _load_prior(spec: str | None, device: str):
 # Settings the command line gives a solver on top of its class defaults: those tuned by the benchmark
 # (invdiff.bench.methods.HPARAMS, on sparse-view CT; benchmarks/TUNING.md). DDS: karras schedule,
 # noise-aware proximal data step (lambda_), the last 20 % of the steps averaged.
-TUNED = {"dds": {"schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_fraction": 0.2}}
+TUNED = {"dds": {"schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2}}
 
 
 def _make_solver(name: str, prior_spec: str | None, steps: int | None, device: str):
@@ -80,12 +80,7 @@ def _make_solver(name: str, prior_spec: str | None, steps: int | None, device: s
         if steps < 1:
             raise CLIError(f"--steps: expected a positive integer, got {steps}")
         kw = {"steps": steps} if "steps" in params else {"iters": steps} if "iters" in params else {}
-    tuned = dict(TUNED.get(name.lower(), {}))
-    frac = tuned.pop("tail_fraction", None)
-    if frac is not None:
-        n = steps if steps is not None else params["steps"].default
-        tuned["tail_average"] = max(1, round(frac * n))
-    kw.update(tuned)
+    kw.update(TUNED.get(name.lower(), {}))
     if getattr(cls, "needs_prior", True):
         return cls(_load_prior(prior_spec, device), **kw)
     return cls(**kw)

@@ -89,6 +89,13 @@ def test_tail_average_lowers_the_error_of_a_gaussian_posterior_mean():
     assert sum(err_avg) < 0.7 * sum(err_last), (err_avg, err_last)  # measured: about 0.53
 
 
+def test_tail_average_as_a_fraction_of_the_steps():
+    assert DDS(gauss_prior(), steps=100, tail_average=0.2).tail_average == 20
+    assert DDS(gauss_prior(), steps=3, tail_average=0.1).tail_average == 1
+    with pytest.raises(TypeError, match="tail_average"):
+        DDS(gauss_prior(), steps=10, tail_average="last")
+
+
 def test_sigma_min_ends_the_karras_schedule():
     op, x, y, mask = inpainting()
     sig = []
@@ -99,7 +106,8 @@ def test_sigma_min_ends_the_karras_schedule():
 
 @pytest.mark.parametrize("kw,name", [
     ({"lambda_": -1.0}, "lambda_"), ({"lambda_": 0.0}, "lambda_"), ({"noise_std": -0.1}, "noise_std"),
-    ({"tail_average": 0}, "tail_average"), ({"tail_average": 11}, "tail_average"),
+    ({"tail_average": 0}, "tail_average"), ({"tail_average": 11}, "tail_average"), ({"tail_average": 1.5}, "tail_average"),
+    ({"tail_average": -0.2}, "tail_average"),
     ({"sigma_min": 0.0, "schedule": "karras"}, "sigma_min"), ({"sigma_min": 0.01}, "sigma_min"),
 ])
 def test_bad_arguments_name_the_argument(kw, name):

@@ -121,7 +121,7 @@ HPARAMS: dict[str, dict[str, dict]] = {
     "reddiff": {"default": {"lr": 0.1, "lam": 0.25}},
     # ct16 tuning (benchmarks/TUNING.md): karras schedule, DiffPIR-style noise-aware proximal weight
     # solved by 20 CG iterations, eta 0.85, the last 20 % of the data-consistent estimates averaged
-    "dds": {"default": {"schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_fraction": 0.2}},
+    "dds": {"default": {"schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2}},
     # 10 CG iterations (tolerance 1e-6) per Gaussian solve instead of the class default 50: 2.5x faster on
     # CT, where the solves dominate (10 steps, 2 images, 8 particles: 40.5 s -> 16.1 s); not re-tuned
     "smc": {"default": {"particles": 8, "cg_iters": 10, "cg_tol": 1e-6}},
@@ -172,14 +172,6 @@ def _invdiff_run(module: str, attr: str, steps_of: Callable[[int, dict], dict]):
 
 
 def _steps(nfe: int, p: dict) -> dict:
-    return {"steps": nfe}
-
-
-def _dds_steps(nfe: int, p: dict) -> dict:
-    """``steps = nfe``; ``tail_fraction`` (of the steps) becomes DDS's ``tail_average``."""
-    frac = p.pop("tail_fraction", None)
-    if frac is not None:
-        p["tail_average"] = max(1, min(nfe, round(float(frac) * nfe)))
     return {"steps": nfe}
 
 
@@ -266,7 +258,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
     Method("reddiff", "invdiff RED-Diff", "invdiff", "steps = NFE",
            _invdiff_run("invdiff.solvers.red_diff", "REDDiff", _steps)),
     Method("dds", "invdiff DDS", "invdiff", "steps = NFE (volumes: all slices in each call)",
-           _invdiff_run("invdiff.solvers.dds", "DDS", _dds_steps), applies=lambda task, op: None,
+           _invdiff_run("invdiff.solvers.dds", "DDS", _steps), applies=lambda task, op: None,
            available=_module_available("invdiff.solvers.dds", "DDS")),
     Method("smc", "invdiff SMC", "invdiff", "steps = NFE batched calls x particles", _smc_run,
            available=_module_available("invdiff.solvers.smc", "SMC")),

@@ -28,7 +28,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from invdiff.solvers.base import Solver, check_positive_float, check_positive_int, check_prior
-from invdiff.solvers.dds import SCHEDULES, _SliceWise, check_tv_args, dds_loop, dds_sigmas, noise_level, normal_operator
+from invdiff.solvers.dds import (SCHEDULES, _SliceWise, check_tv_args, dds_loop, dds_sigmas, noise_level,
+                                 normal_operator, tail_count)
 from invdiff.solvers.tv_z import ADMMTVz
 
 MODES = ("pc", "dds")
@@ -116,7 +117,7 @@ class DiffusionMBIR(_SliceWise, Solver):
                  snr: float = 0.16, cg_iters: int | None = None, eta: float = 0.85, gamma: float = math.inf,
                  schedule: str = "vp", sigma_min: float | None = None, sigma_max: float | None = None,
                  chunk: int = 16, lambda_: float | None = None, noise_std: float | None = None,
-                 tail_average: int = 1, device: str | torch.device = "cpu"):
+                 tail_average: int | float = 1, device: str | torch.device = "cpu"):
         super().__init__(check_prior(prior2d), device=device)
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
@@ -140,11 +141,9 @@ class DiffusionMBIR(_SliceWise, Solver):
         self.chunk = check_positive_int("chunk", chunk)
         self.lambda_ = None if lambda_ is None else check_positive_float("lambda_", lambda_)
         self.noise_std = None if noise_std is None else check_positive_float("noise_std", noise_std)
-        self.tail_average = check_positive_int("tail_average", tail_average)
+        self.tail_average = tail_count(tail_average, self.steps)
         if (self.lambda_ is not None or self.tail_average > 1) and mode != "dds":
             raise ValueError(f"lambda_, tail_average: only mode='dds' takes them, got mode={mode!r}")
-        if self.tail_average > self.steps:
-            raise ValueError(f"tail_average: expected at most steps={self.steps}, got {tail_average!r}")
 
     def _validate(self, y: Tensor, op) -> None:
         img_size = getattr(op, "img_size", None)
