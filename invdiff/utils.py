@@ -67,3 +67,25 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def measurement_noise_std(op, noise_std: float | None = None, solver: str = "the solver") -> float:
+    """Positive Gaussian measurement-noise std: ``noise_std``, else ``op.noise_std``, else ``op.noise_model.sigma``.
+
+    ``solver`` names the caller in the error (``"SMC"``, ``"DDS"``), so the message says what to pass.
+    """
+    import math
+
+    s = noise_std
+    if s is None:
+        s = getattr(op, "noise_std", None)
+    if s is None:
+        s = getattr(getattr(op, "noise_model", None), "sigma", None)
+    if s is None:
+        raise ValueError(f"noise_std: {solver} weighs the data by the measurement noise, but the operator states "
+                         f"none (op.noise_std or op.noise_model.sigma); pass {solver}(..., noise_std=s)")
+    s = float(torch.as_tensor(s).reshape(-1)[0])
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"noise_std: {solver} needs a positive measurement noise level, got {s!r}; "
+                         f"pass {solver}(..., noise_std=s) with s > 0")
+    return s

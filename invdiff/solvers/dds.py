@@ -27,6 +27,7 @@ from invdiff.priors.slice import SliceDenoiser
 from invdiff.solvers.base import Solver, check_positive_float, check_positive_int, check_prior
 from invdiff.solvers.schedules import karras_sigmas, vp_chain_sigmas
 from invdiff.solvers.tv_z import ADMMTVz
+from invdiff.utils import measurement_noise_std
 
 SCHEDULES = ("vp", "karras")
 
@@ -66,23 +67,6 @@ def tail_count(tail_average, steps: int) -> int:
         raise ValueError(f"tail_average: expected an integer in [1, steps={steps}] or a fraction in (0, 1), "
                          f"got {tail_average!r}")
     return int(tail_average)
-
-
-def noise_level(op, noise_std: float | None = None) -> float:
-    """``sigma_y``: ``noise_std``, else ``op.noise_std``, else ``op.noise_model.sigma``; must be positive."""
-    s = noise_std
-    if s is None:
-        s = getattr(op, "noise_std", None)
-    if s is None:
-        s = getattr(getattr(op, "noise_model", None), "sigma", None)
-    if s is None:
-        raise ValueError("noise_std: lambda_ weighs the data by the measurement noise, but the operator states "
-                         "none (op.noise_std or op.noise_model.sigma); pass DDS(..., noise_std=s)")
-    s = float(torch.as_tensor(s).reshape(-1)[0])
-    if not math.isfinite(s) or s <= 0:
-        raise ValueError(f"noise_std: lambda_ needs a positive measurement noise level, got {s!r}; "
-                         f"pass DDS(..., noise_std=s) with s > 0 or use gamma instead")
-    return s
 
 
 class _SliceWise:
@@ -278,7 +262,7 @@ class DDS(_SliceWise, Solver):
         clip = getattr(self.prior, "data_range", None) if self.clip_x0 else None
         gamma = self.gamma
         if self.lambda_ is not None:
-            s2 = noise_level(op, self.noise_std) ** 2
+            s2 = measurement_noise_std(op, self.noise_std, "DDS") ** 2
             gamma = lambda sigma, c=self.lambda_ * s2: sigma * sigma / c  # noqa: E731
         return dds_loop(self, y, op, sigmas, start, self.eta, admm, gamma, generator, progress, callback,
                         clip=clip, tail_average=self.tail_average)

@@ -28,9 +28,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from invdiff.solvers.base import Solver, check_positive_float, check_positive_int, check_prior
-from invdiff.solvers.dds import (SCHEDULES, _SliceWise, check_tv_args, dds_loop, dds_sigmas, noise_level,
-                                 normal_operator, tail_count)
+from invdiff.solvers.dds import (SCHEDULES, _SliceWise, check_tv_args, dds_loop, dds_sigmas, normal_operator,
+                                 tail_count)
 from invdiff.solvers.tv_z import ADMMTVz
+from invdiff.utils import measurement_noise_std
 
 MODES = ("pc", "dds")
 
@@ -160,7 +161,7 @@ class DiffusionMBIR(_SliceWise, Solver):
             sigmas, start = dds_sigmas(self.prior, self.steps, self.schedule)
             gamma = self.gamma
             if self.lambda_ is not None:  # noise-aware proximal weight, as DDS(lambda_=...)
-                s2 = noise_level(op, self.noise_std) ** 2
+                s2 = measurement_noise_std(op, self.noise_std, "DiffusionMBIR") ** 2
                 gamma = lambda sigma, c=self.lambda_ * s2: sigma * sigma / c  # noqa: E731
             return dds_loop(self, y, op, sigmas, start, self.eta, admm, gamma, generator, progress, callback,
                             desc="DiffusionMBIR-DDS", tail_average=self.tail_average)

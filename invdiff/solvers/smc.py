@@ -111,7 +111,7 @@ from invdiff.solvers.base import (Reconstruction, Solver, check_measurement, che
 from invdiff.solvers.cg import cg
 from invdiff.solvers.schedules import karras_sigmas
 from invdiff.solvers.smc_utils import ess, flat_indices, systematic_resample, weighted_moments
-from invdiff.utils import append_dims
+from invdiff.utils import append_dims, measurement_noise_std
 
 __all__ = ["SMC"]
 
@@ -133,22 +133,6 @@ def _col(v: Tensor | float, like: Tensor) -> Tensor | float:
 
 def _sqrt(v: Tensor | float) -> Tensor | float:
     return v.sqrt() if torch.is_tensor(v) else math.sqrt(v)
-
-
-def measurement_noise_std(op, noise_std: float | None = None) -> float:
-    """Gaussian measurement-noise std ``s``: the argument, else ``op.noise_std``, else ``op.noise_model.sigma``."""
-    if noise_std is None:
-        noise_std = getattr(op, "noise_std", None)
-    if noise_std is None:
-        noise_std = getattr(getattr(op, "noise_model", None), "sigma", None)
-    if noise_std is None:
-        raise ValueError("noise_std: the operator states no Gaussian noise level (op.noise_std or "
-                         "op.noise_model.sigma); pass SMC(..., noise_std=s)")
-    s = float(torch.as_tensor(noise_std).reshape(-1)[0]) if torch.is_tensor(noise_std) else float(noise_std)
-    if not math.isfinite(s) or s <= 0:
-        raise ValueError(f"noise_std: SMC weights particles by a Gaussian likelihood and needs a positive measurement "
-                         f"noise level, got {s!r} (pass SMC(..., noise_std=s) with s > 0)")
-    return s
 
 
 class SMC(Solver):
@@ -278,7 +262,7 @@ class SMC(Solver):
         g = make_generator(seed, y.device)
         self.nfe, self.info = 0, {}
         t0 = time.perf_counter()
-        s = measurement_noise_std(op, self.noise_std)
+        s = measurement_noise_std(op, self.noise_std, "SMC")
         x, log_w, info = self._run(y.to(torch.float64), op, s * s, g, progress, callback)
         B, N = log_w.shape
         xs = x.reshape(B, N, *x.shape[1:])
