@@ -167,6 +167,31 @@ def test_skips_files_that_are_not_dicom_images(tmp_path):
     assert sorted(meta["skipped"]) == ["DICOMDIR", "README"]
 
 
+def test_rescale_may_differ_from_slice_to_slice(tmp_path):
+    stored, hu = _hu(shape=(3, 8, 10))
+    info = write_series(tmp_path / "s", stored)
+    ds = pydicom.dcmread(tmp_path / "s" / info["names"][1])
+    ds.RescaleIntercept = -1000.0  # same HU: stored values 12 lower
+    ds.PixelData = (stored[1] - 12).astype(np.int16).tobytes()
+    ds.save_as(tmp_path / "s" / info["names"][1])
+    vol, meta = data.load(tmp_path / "s")
+    np.testing.assert_array_equal(vol.numpy(), hu.astype(np.float32))
+    assert meta["rescale_intercept"] == [-1024.0, -1000.0, -1024.0] and meta["rescale_slope"] == 2.0
+
+
+def test_single_slice_takes_its_thickness_along_the_normal(tmp_path):
+    stored, hu = _hu(shape=(1, 8, 10))
+    orient = _oblique(4)
+    write_series(tmp_path / "s", stored, orient=orient)
+    ds_path = next((tmp_path / "s").iterdir())
+    ds = pydicom.dcmread(ds_path)
+    ds.SliceThickness = 3.0
+    ds.save_as(ds_path)
+    vol, meta = data.load(tmp_path / "s")
+    assert vol.shape == (1, 8, 10) and meta["spacing"] == pytest.approx((3.0, 0.7, 0.8), abs=1e-9)
+    np.testing.assert_allclose(meta["affine"][:3, 2], LPS_TO_RAS[:3, :3] @ (3.0 * np.cross(*orient)), atol=1e-9)
+
+
 # ---------------------------------------------------------------- refused
 def test_two_series_in_one_folder_are_refused(tmp_path):
     a = write_series(tmp_path / "s", _hu(shape=(4, 8, 10))[0], prefix="A")

@@ -60,8 +60,9 @@ from torch import Tensor
 __all__ = ["load_series", "SPACING_RTOL"]
 
 #: Largest accepted deviation of a slice gap from the median gap, relative to the median gap (also
-#: the tolerance on positions off the line of slices and on differing orientations / spacings).
+#: the tolerance on positions off the line of slices and on differing pixel spacings).
 SPACING_RTOL = 1e-2
+_IOP_ATOL = 1e-3  # direction cosines of two slices of one series agree to this
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _DEFER = "512 KB"  # pixel data above this size is read only for the series that is kept
 
@@ -122,13 +123,13 @@ def _check_consistent(slices: list[_Slice]) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{sl.path}: image of {shape[0]}x{shape[1]} pixels, but {first.path.name} has "
                              f"{shape0[0]}x{shape0[1]}; expected one size within a series")
         iop, ps = _floats(sl, "ImageOrientationPatient", 6), _floats(sl, "PixelSpacing", 2)
-        if not np.allclose(iop, iop0, atol=SPACING_RTOL * 1e-1):
+        if not np.allclose(iop, iop0, atol=_IOP_ATOL):
             raise ValueError(f"{sl.path}: ImageOrientationPatient {iop.tolist()} differs from {first.path.name}'s "
                              f"{iop0.tolist()}; expected one orientation within a series (a localizer?)")
         if not np.allclose(ps, ps0, rtol=SPACING_RTOL, atol=0):
             raise ValueError(f"{sl.path}: PixelSpacing {ps.tolist()} differs from {first.path.name}'s {ps0.tolist()}")
     r, c = iop0[:3], iop0[3:]
-    if abs(np.linalg.norm(r) - 1) > 1e-3 or abs(np.linalg.norm(c) - 1) > 1e-3 or abs(r @ c) > 1e-3:
+    if abs(np.linalg.norm(r) - 1) > _IOP_ATOL or abs(np.linalg.norm(c) - 1) > _IOP_ATOL or abs(r @ c) > _IOP_ATOL:
         raise ValueError(f"{first.path}: ImageOrientationPatient {iop0.tolist()} is not two orthogonal unit vectors")
     if not (ps0 > 0).all():
         raise ValueError(f"{first.path}: PixelSpacing {ps0.tolist()}; expected two positive numbers (mm)")
