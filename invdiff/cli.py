@@ -292,8 +292,8 @@ def _reconstruct_kspace(args, y_full: Tensor, meta: dict, path: Path):
 
 def cmd_reconstruct(args) -> int:
     path, out = Path(args.input), Path(args.out)
-    if not path.is_file():  # checked before the heavy imports: a typo fails at once
-        raise CLIError(f"{path}: input file not found" if not path.exists() else f"{path}: is not a file")
+    if not (path.is_file() or path.is_dir()):  # checked before the heavy imports: a typo fails at once
+        raise CLIError(f"{path}: input file not found" if not path.exists() else f"{path}: is not a file or folder")
     _check_output(out, args.overwrite)
     from invdiff import data, operators
 
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(fastMRI layout): undersample it retrospectively (or use the file's 'mask'), reconstruct "
                        "each coil with a classical solver (default: zero-filled) and combine coils by "
                        "root-sum-of-squares; OUT holds (slices, 1, H, W) magnitude images ((slices, H, W) for NIfTI).")
-    r.add_argument("input", help="input file: .nii, .nii.gz, .npy or .h5")
+    r.add_argument("input", help="input file: .nii, .nii.gz, .npy or .h5, or a folder of one DICOM series")
     r.add_argument("--out", required=True, help="output file: .nii, .nii.gz, .npy or .h5")
     r.add_argument("--operator", choices=("ct", "mri"), default=None, help="forward operator (required for images)")
     r.add_argument("--views", type=int, default=60, help="CT projection angles over 180 degrees")

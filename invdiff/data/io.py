@@ -30,6 +30,10 @@ NumPy (``.npy``)
     two channels at axis 1 (axis 0 for arrays of fewer than 3 dimensions); ``meta["complex_axis"]``
     says where, and ``save`` turns that axis back into complex64.
 
+DICOM series (a folder)
+    Read by :mod:`invdiff.data.dicom`: ``(D, H, W)`` sorted along the slice normal, modality LUT
+    applied (CT in Hounsfield units), ``affine``/``axcodes``/``zooms``/``spacing`` as for NIfTI.
+
 Every format also reports ``meta["format"]`` (``"nifti"``, ``"fastmri-h5"`` or ``"npy"``).
 ``save`` ignores meta keys that its format cannot hold, so the meta of one format can be passed
 to another (e.g. an HDF5 file's attributes to an ``.npy`` output).
@@ -119,7 +123,8 @@ def load(path: str | os.PathLike, key: str | None = None) -> tuple[Tensor, dict]
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.nii``, ``.nii.gz``, ``.h5`` (fastMRI layout) or ``.npy`` file.
+        A ``.nii``, ``.nii.gz``, ``.h5`` (fastMRI layout) or ``.npy`` file, or a folder holding one
+        DICOM series (:func:`invdiff.data.dicom.load_series`: ``(D, H, W)``, NIfTI's affine convention).
     key : str, optional
         HDF5 only: the dataset to return (default: the first present of ``kspace``,
         ``reconstruction_rss``, ``reconstruction_esc``, ``reconstruction``).
@@ -145,6 +150,12 @@ def load(path: str | os.PathLike, key: str | None = None) -> tuple[Tensor, dict]
     >>> save("out.nii.gz", vol, **meta)          # doctest: +SKIP
     """
     path = _as_path(path)
+    if path.is_dir():  # a folder of DICOM slices of one series
+        if key is not None:
+            raise ValueError(f"key: only HDF5 files have datasets to choose from, got key={key!r} for {path}")
+        from invdiff.data.dicom import load_series
+
+        return load_series(path)
     kind = _kind(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
