@@ -8,10 +8,9 @@ Where the data come from (registration required, not downloaded by this script):
     python data_scripts/convert_dicom_ct.py SERIES_DIR --out case.nii.gz [--size 256] [--hu-window -1000 2000]
     python data_scripts/convert_dicom_ct.py SERIES_DIR --out slices.npy --size 256
 
-Slices are sorted along the patient axis (ImagePositionPatient, then InstanceNumber), converted to
-Hounsfield units with RescaleSlope/RescaleIntercept, clipped to the window and scaled to [0, 1].
-The NIfTI affine is built from PixelSpacing, the slice spacing and ImageOrientationPatient, in
-RAS (NIfTI) orientation. The npy output is ``(D, 1, H, W)``, ready for ``invdiff.operators``.
+The series is read by ``invdiff.data.load(folder)`` (slices sorted along the slice normal,
+Hounsfield units from RescaleSlope/RescaleIntercept, RAS affine from the DICOM geometry), then
+clipped to the window and scaled to [0, 1]. The npy output is ``(D, 1, H, W)``, ready for ``invdiff.operators``.
 """
 
 from __future__ import annotations
@@ -25,46 +24,15 @@ import torch
 
 
 def read_series(folder: str | Path):
-    """Read every DICOM file under ``folder`` into a ``(D, H, W)`` HU array and its affine (RAS)."""
-    import pydicom
+    """One DICOM series as a ``(D, H, W)`` HU array and its RAS affine, read by ``invdiff.data.load``.
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder (expected a folder of DICOM slices)")
-    slices = []
-    for f in sorted(folder.rglob("*")):
-        if f.is_file():
-            try:
-                ds = pydicom.dcmread(str(f))
-            except Exception:  # not a DICOM file: skip (series folders often hold other files)
-                continue
-            if "PixelData" in ds:
-                slices.append(ds)
-    if not slices:
-        raise ValueError(f"{folder}: no DICOM slices with pixel data found")
-    slices.sort(key=lambda d: (float(d.ImagePositionPatient[2]) if "ImagePositionPatient" in d else 0.0,
-                               int(getattr(d, "InstanceNumber", 0))))
-    hu = np.stack([d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
-                   + float(getattr(d, "RescaleIntercept", 0)) for d in slices])
-    return hu, dicom_affine(slices)
+    The package's reader sorts the slices along the slice normal, applies the modality LUT and
+    refuses folders holding two series or slices with a gap.
+    """
+    from invdiff import data
 
-
-def dicom_affine(slices) -> np.ndarray:
-    """Voxel (i=column, j=row, k=slice) to RAS millimetres, from the DICOM (LPS) geometry."""
-    d0 = slices[0]
-    if "ImageOrientationPatient" not in d0 or "ImagePositionPatient" not in d0:
-        sp = [float(v) for v in getattr(d0, "PixelSpacing", (1.0, 1.0))]
-        return np.diag([sp[1], sp[0], float(getattr(d0, "SliceThickness", 1.0)), 1.0])
-    row_dir, col_dir = np.array(d0.ImageOrientationPatient[:3], float), np.array(d0.ImageOrientationPatient[3:], float)
-    dr, dc = (float(v) for v in d0.PixelSpacing)  # spacing between rows, between columns
-    p0 = np.array(d0.ImagePositionPatient, float)
-    if len(slices) > 1:
-        step = (np.array(slices[-1].ImagePositionPatient, float) - p0) / (len(slices) - 1)
-    else:
-        step = np.cross(row_dir, col_dir) * float(getattr(d0, "SliceThickness", 1.0))
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_dir * dc, col_dir * dr, step, p0
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
+    vol, meta = data.load(folder)
+    return vol.numpy().astype(np.float32), np.asarray(meta["affine"], dtype=float)
 
 
 def normalise(hu: np.ndarray, window=(-1000.0, 2000.0)) -> np.ndarray:

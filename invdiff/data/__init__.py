@@ -1,6 +1,7 @@
-"""Phantoms and scientific file formats (NIfTI, fastMRI HDF5, npy)."""
+"""Phantoms and scientific file formats (NIfTI, fastMRI HDF5, DICOM series, npy)."""
 
+from invdiff.data.dicom import load_series
 from invdiff.data.io import load, save
 from invdiff.data.phantoms import ellipses, ellipsoids, shepp_logan
 
-__all__ = ["shepp_logan", "ellipses", "ellipsoids", "load", "save"]
+__all__ = ["shepp_logan", "ellipses", "ellipsoids", "load", "save", "load_series"]
