@@ -40,20 +40,20 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-import deepinv as dinv
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from invdiff.priors.checkpoint import load_state_dict_strict
-from invdiff.utils import append_dims, as_sigma
+from invdiff.priors.adapters.common import NetworkDenoiser, config_from_kwargs, resolve_config
+from invdiff.priors.checkpoint import load_state_dict_strict, torch_load_plain
+from invdiff.utils import append_dims
 
 
 # ============================================================================ the denoiser
-class VEScoreDenoiser(dinv.models.Denoiser):
+class VEScoreDenoiser(NetworkDenoiser):
     r"""A variance-exploding score network ``s(x, sigma)`` as an EDM denoiser.
 
     VE-SDE models are trained on ``x = x0 + sigma n`` directly, so no input scaling is needed,
@@ -69,6 +69,13 @@ class VEScoreDenoiser(dinv.models.Denoiser):
         Noise range of the VE-SDE the network was trained on.
     data_range : tuple of float
         Intensity range of the training data, ``(0, 1)`` for score_sde's uncentred data.
+    name : str, optional
+        A label (the checkpoint's file name).
+    pad_multiple : int
+        Any image size: ``x`` is reflect-padded to multiples of ``pad_multiple`` (the network's
+        downsampling factor, ``2^(len(ch_mult) - 1)`` for NCSN++; :func:`load_ncsnpp` sets it) before
+        ``score_fn`` and the score is cropped back (:func:`invdiff.priors.padding.call_padded`), so
+        ``D(x) = crop(D(reflect_pad(x)))``. ``1`` (default): no padding.
 
     Notes
     -----
@@ -84,34 +91,21 @@ class VEScoreDenoiser(dinv.models.Denoiser):
     """
 
     def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor], sigma_min: float, sigma_max: float,
-                 data_range: tuple[float, float] = (0.0, 1.0), name: str | None = None):
-        super().__init__()
-        if not callable(score_fn):
-            raise TypeError(f"score_fn: expected a callable score_fn(x, sigma), got {type(score_fn).__name__}")
+                 data_range: tuple[float, float] = (0.0, 1.0), name: str | None = None, pad_multiple: int = 1):
+        super().__init__(score_fn, "score_fn(x, sigma)", data_range, name, pad_multiple)
         if not 0 < float(sigma_min) < float(sigma_max):
             raise ValueError("sigma_min, sigma_max: expected 0 < sigma_min < sigma_max, "
                              f"got {sigma_min!r}, {sigma_max!r}")
-        if isinstance(score_fn, nn.Module):
-            self.net = score_fn
-        else:
-            self._score_fn = score_fn
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
-        self.data_range = tuple(float(v) for v in data_range)
-        self.name = name
 
     def score_fn(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """The raw network's score ``s(x, sigma)``."""
-        fn = self.net if hasattr(self, "net") else self._score_fn
-        return fn(x, sigma)
+        """The raw network's score ``s(x, sigma)`` at any spatial size (reflect-padded to ``pad_multiple``)."""
+        return self.call_network(x, sigma)
 
     def forward(self, x: Tensor, sigma: Tensor | float, *args, **kwargs) -> Tensor:
         """``D(x, sigma) = x + sigma^2 s(x, sigma)``."""
-        if not torch.is_tensor(x):
-            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        sigma = as_sigma(sigma, x)
-        if bool((sigma < 0).any()):
-            raise ValueError(f"sigma: expected non-negative noise levels, got min {float(sigma.min())!r}")
+        sigma = self.check_input(x, sigma)
         sigma_net = torch.where(sigma > 0, sigma, torch.full_like(sigma, self.sigma_min))
         s = self.score_fn(x, sigma_net)
         if s.shape != x.shape:
@@ -161,16 +155,14 @@ class NCSNppConfig:
         if self.image_size % 2 ** (len(self.ch_mult) - 1):
             raise ValueError(f"image_size: {self.image_size} is not divisible by 2^{len(self.ch_mult) - 1}")
 
+    @property
+    def pad_multiple(self) -> int:
+        """Spatial sizes the network accepts are multiples of ``2^(len(ch_mult) - 1)``."""
+        return 2 ** (len(self.ch_mult) - 1)
+
     @classmethod
     def from_kwargs(cls, **kw) -> "NCSNppConfig":
-        names = {f.name for f in fields(cls)}
-        bad = sorted(set(kw) - names)
-        if bad:
-            raise TypeError(f"NCSNppConfig: unknown argument(s) {bad}; expected some of {sorted(names)}")
-        for key in ("ch_mult", "attn_resolutions", "fir_kernel"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+        return config_from_kwargs(cls, kw, {"ch_mult": int, "attn_resolutions": int, "fir_kernel": int})
 
 
 NCSNPP_CONFIGS: dict[str, NCSNppConfig] = {
@@ -493,13 +485,7 @@ def read_ncsnpp_checkpoint(path: str | os.PathLike, net: NCSNpp, use_ema: bool =
     count and shape. Returns ``(state_dict, info)``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError and friends
-        raise ValueError(f"{path}: refused to load; it is not readable with torch.load(weights_only=True) "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    obj = torch_load_plain(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict (a training checkpoint or a state dict), got {type(obj).__name__}")
     model = obj["model"] if "model" in obj else obj
@@ -554,21 +540,16 @@ def load_ncsnpp(path: str | os.PathLike, device: str | torch.device = "cpu", *,
     -------
     VEScoreDenoiser
         ``D(x, sigma) = x + sigma^2 s(x, sigma)`` in eval mode, ``sigma_min``/``sigma_max`` from the config.
+        Any image size: inputs are reflect-padded to multiples of ``2^(len(ch_mult) - 1)`` (8 for
+        DiffusionMBIR's networks) around the network and cropped back.
     """
-    if config is None:
-        base = NCSNppConfig()
-    elif isinstance(config, NCSNppConfig):
-        base = config
-    elif config in NCSNPP_CONFIGS:
-        base = NCSNPP_CONFIGS[config]
-    else:
-        raise ValueError(f"config: expected one of {sorted(NCSNPP_CONFIGS)}, an NCSNppConfig or None, got {config!r}")
-    cfg = NCSNppConfig.from_kwargs(**(asdict(base) | net_kw))
+    cfg = resolve_config(config, NCSNPP_CONFIGS, NCSNppConfig, net_kw)
     net = NCSNpp(cfg)
     state, info = read_ncsnpp_checkpoint(path, net, use_ema=use_ema)
     load_state_dict_strict(net, state, source=str(path))
     if data_range is None:
         data_range = (-1.0, 1.0) if cfg.centered else (0.0, 1.0)
-    D = VEScoreDenoiser(net, cfg.sigma_min, cfg.sigma_max, data_range=data_range, name=os.path.basename(str(path)))
+    D = VEScoreDenoiser(net, cfg.sigma_min, cfg.sigma_max, data_range=data_range, name=os.path.basename(str(path)),
+                        pad_multiple=cfg.pad_multiple)
     D.checkpoint_info = info
     return D.to(device).eval()
