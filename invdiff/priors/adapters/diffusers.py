@@ -66,7 +66,7 @@ def build_unet(unet_dir: str | os.PathLike, device: str | torch.device = "cpu") 
     """``UNet2DModel`` from ``unet_dir/config.json`` with the weights of ``unet_dir``, strictly loaded."""
     try:
         from diffusers import UNet2DModel
-    except ImportError as exc:  # pragma: no cover - depends on the environment
+    except ImportError as exc:
         raise ImportError("load_diffusers needs the 'diffusers' package: pip install 'invdiff[diffusers]'") from exc
     unet_dir = Path(unet_dir)
     config = _read_json(unet_dir / "config.json", "the UNet2DModel configuration")
