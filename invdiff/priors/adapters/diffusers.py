@@ -13,7 +13,7 @@ that configuration, in float32 as diffusers computes them; ``prediction_type`` `
 ``v_prediction`` and ``sample`` are supported.
 A ``ScoreSdeVeScheduler`` (``sigma_min``, ``sigma_max``; the NCSN++ ports such as
 ``google/ncsnpp-celebahq-256``, whose UNet takes ``sigma`` as its timestep and returns the score)
-gives a :class:`~invdiff.priors.adapters.ncsnpp.VEScoreDenoiser`.
+gives a :class:`~invdiff.priors.adapters.ve.VEScoreDenoiser`.
 
 The network is built with ``UNet2DModel.from_config`` and the weights are loaded through
 :func:`~invdiff.priors.checkpoint.load_state_dict_strict`, so a mismatch lists the keys. Nothing is
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from invdiff.priors.adapters.ncsnpp import VEScoreDenoiser
+from invdiff.priors.adapters.ve import VEScoreDenoiser
 from invdiff.priors.adapters.vp import PREDICTION_TYPES, VPEpsDenoiser, make_alphas_cumprod
 from invdiff.priors.checkpoint import load_state_dict_strict, read_state_dict
 
