@@ -7,6 +7,8 @@ scheduler objects for diffusers).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -379,3 +381,46 @@ def test_ncsnpp_diffusionmbir_layout():
         fixed = [n for n, p in net.named_parameters() if not p.requires_grad]
         assert fixed == ["all_modules.0.W"] and state["all_modules.0.W"].shape == (128,)
         assert state["all_modules.1.weight"].shape == (512, 256)  # Linear(2 nf, 4 nf)
+
+
+# --------------------------------------------------------------------------- shared adapter helpers
+def test_config_resolution_is_shared_by_the_loaders(adm_ckpt, ncsnpp_ckpt):
+    """``config=`` and single-field overrides go through one resolver: same errors, same text parsing."""
+    from invdiff.priors.adapters.adm import ADM_CONFIGS
+    from invdiff.priors.adapters.common import resolve_config
+
+    for loader, path, presets, cls in ((load_adm, adm_ckpt[1], "['ffhq256', 'imagenet256']", "ADMConfig"),
+                                       (load_ncsnpp, ncsnpp_ckpt[2], "['aapm256', 'fastmri_knee320']", "NCSNppConfig")):
+        with pytest.raises(ValueError, match=rf"config: expected one of {re.escape(presets)}, an {cls} or None, "
+                                             r"got 'nope'"):
+            loader(path, config="nope")
+        with pytest.raises(TypeError, match=rf"{cls}: unknown argument\(s\) \['widht'\]"):
+            loader(path, widht=3)
+    # a preset with overrides; lists and "a,b" text (as in the published YAML configs) become tuples
+    cfg = resolve_config("imagenet256", ADM_CONFIGS, ADMConfig, {"attention_resolutions": "16,8", "channel_mult": [1, 2]})
+    assert cfg == ADMConfig(num_channels=256, num_res_blocks=2, attention_resolutions=(16, 8), channel_mult=(1.0, 2.0))
+    assert NCSNppConfig.from_kwargs(ch_mult="1,2,2", attn_resolutions=[8]) == NCSNppConfig(ch_mult=(1, 2, 2),
+                                                                                           attn_resolutions=(8,))
+    assert ADMConfig(channel_mult=(1, 2, 2)).pad_multiple == 4 and NCSNPP_CONFIGS["aapm256"].pad_multiple == 8
+
+
+def test_denoiser_input_checks_are_shared():
+    ab = torch.linspace(0.99, 0.01, 10)
+    for D in (VPEpsDenoiser(lambda x, t: x, ab), VEScoreDenoiser(lambda x, s: x, 0.01, 10.0)):
+        with pytest.raises(TypeError, match="x: expected a torch.Tensor, got list"):
+            D([1.0], 0.5)
+        with pytest.raises(ValueError, match="sigma: expected non-negative noise levels, got min -0.5"):
+            D(torch.zeros(1, 1, 4, 4), -0.5)
+    with pytest.raises(TypeError, match=r"score_fn: expected a callable score_fn\(x, sigma\), got int"):
+        VEScoreDenoiser(3, 0.01, 10.0)
+
+
+def test_diffusers_missing_names_the_pip_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if not installed
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(ImportError, match=r"pip install 'invdiff\[diffusers\]'"):
+        from invdiff.priors.adapters.diffusers import build_unet
+
+        build_unet(tmp_path / "unet")

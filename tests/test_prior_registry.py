@@ -125,3 +125,19 @@ def test_mismatched_state_dict_lists_keys(tmp_path):
     with pytest.raises(ValueError, match="missing keys") as err:
         priors.load(path)
     assert dropped in str(err.value)
+
+
+def test_adapter_errors_are_not_rewrapped(tmp_path, monkeypatch):
+    """The registry imports its adapters directly: an error raised inside one reaches the caller as it is,
+    not as 'adapter not available'."""
+    import invdiff.priors.adapters.ncsnpp as ncsnpp
+
+    def broken(path, device, **kw):
+        raise ImportError("No module named 'scipy.special' (raised inside the adapter)")
+
+    monkeypatch.setattr(ncsnpp, "load_ncsnpp", broken)
+    torch.save({"w": torch.zeros(1)}, tmp_path / "ckpt.pth")
+    with pytest.raises(ImportError) as err:
+        priors.load(tmp_path / "ckpt.pth", arch="ncsnpp")
+    assert str(err.value) == "No module named 'scipy.special' (raised inside the adapter)"
+    assert "not available" not in str(err.value)

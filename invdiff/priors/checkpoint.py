@@ -9,6 +9,20 @@ import torch
 from torch import nn
 
 
+def torch_load_plain(path: Path) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing file or a pickle carrying code is refused
+    (``FileNotFoundError`` / ``ValueError`` naming the file)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError and friends
+        raise ValueError(
+            f"{path}: refused to load; it is not a plain tensor checkpoint readable with "
+            f"torch.load(weights_only=True) ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+
+
 def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file, never running pickled code.
 
@@ -24,13 +38,7 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
 
         obj = load_file(str(path))
     else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # UnpicklingError and friends
-            raise ValueError(
-                f"{path}: refused to load; it is not a plain tensor checkpoint readable with "
-                f"torch.load(weights_only=True) ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-            ) from None
+        obj = torch_load_plain(path)
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
             have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__

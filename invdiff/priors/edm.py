@@ -21,6 +21,8 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.priors.checkpoint import load_state_dict_strict
+from invdiff.priors.padding import call_padded
 from invdiff.priors.unet import UNet, UNetConfig
 from invdiff.utils import append_dims, as_sigma, atomic_path
 
@@ -39,11 +41,18 @@ class EDMDenoiser(dinv.models.Denoiser):
     data_range : tuple of float
         Intensity range of the training data, ``(0.0, 1.0)`` for the shipped CT phantom prior.
 
+    Any image size: the UNet halves the spatial size ``len(channels) - 1`` times, so inputs are
+    reflect-padded to multiples of :attr:`pad_multiple` ``= 2^(len(channels) - 1)`` (4 for
+    ``"phantom-ct-64"``; every spatial axis, also depth for ``dims=3``) and ``F`` is cropped back
+    (:func:`invdiff.priors.padding.call_padded`); sizes already valid are not padded.
+
     Example
     -------
     >>> D = EDMDenoiser(UNet(UNetConfig(channels=(16, 32))))
     >>> D(torch.zeros(2, 1, 16, 16), 0.1).shape
     torch.Size([2, 1, 16, 16])
+    >>> D(torch.zeros(1, 1, 57, 67), 0.1).shape   # padded to 58 x 68 inside, cropped back
+    torch.Size([1, 1, 57, 67])
     """
 
     def __init__(self, net: UNet, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 10.0,
@@ -56,6 +65,11 @@ class EDMDenoiser(dinv.models.Denoiser):
         self.data_range = tuple(float(v) for v in data_range)
         self.name = name
 
+    @property
+    def pad_multiple(self) -> int:
+        """Spatial sizes the network accepts are multiples of this (``2^(len(channels) - 1)``)."""
+        return 2 ** (len(self.net.config.channels) - 1)
+
     def forward(self, x: Tensor, sigma: Tensor | float, *args, **kwargs) -> Tensor:
         sigma = as_sigma(sigma, x).to(torch.float32)
         s = append_dims(sigma, x.ndim)
@@ -64,7 +78,7 @@ class EDMDenoiser(dinv.models.Denoiser):
         c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
         c_in = 1 / (s**2 + sd2).sqrt()
         c_noise = sigma.clamp_min(1e-20).log() / 4
-        F = self.net((c_in * x).to(torch.float32), c_noise)
+        F = call_padded(self.net, (c_in * x).to(torch.float32), self.pad_multiple, c_noise)
         return (c_skip * x + c_out * F).to(x.dtype)
 
     # ---------------------------------------------------------------- on-disk format
@@ -110,8 +124,6 @@ class EDMDenoiser(dinv.models.Denoiser):
         meta = json.loads(cfg_path.read_text())
         net = UNet(UNetConfig.from_dict(meta["unet"]))
         state = load_file(str(path), device=str(device))
-        from invdiff.priors.checkpoint import load_state_dict_strict
-
         load_state_dict_strict(net, state, source=str(path))
         model = cls(net, sigma_data=meta["sigma_data"], sigma_min=meta["sigma_min"], sigma_max=meta["sigma_max"],
                     data_range=tuple(meta["data_range"]), name=meta.get("name"))

@@ -2,22 +2,24 @@
 
 Embedded priors live in ``invdiff/priors/weights/`` as ``<name>.safetensors`` plus ``<name>.json``
 (invdiff's own format, see :mod:`invdiff.priors.edm`). Public checkpoint families go through one
-adapter each (:mod:`invdiff.priors.adapters`), imported only when asked for.
+adapter each (:mod:`invdiff.priors.adapters`); the optional third-party ``diffusers`` package is
+imported only when a diffusers folder is loaded (an ``ImportError`` naming ``invdiff[diffusers]``).
+Every prior returned works at any image size (see :mod:`invdiff.priors.padding`).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
 import torch
 
+from invdiff.priors.adapters import adm, ncsnpp
+from invdiff.priors.adapters import diffusers as diffusers_adapter
 from invdiff.priors.edm import EDMDenoiser
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ARCHS = ("invdiff", "adm", "ncsnpp", "diffusers")
-_ADAPTERS = {"adm": "load_adm", "ncsnpp": "load_ncsnpp", "diffusers": "load_diffusers"}
 
 
 def available() -> list[str]:
@@ -83,11 +85,8 @@ def load(name_or_path: str | os.PathLike, arch: str | None = None, device: str |
         if kwargs:
             raise TypeError(f"load: arch='invdiff' takes no extra arguments, got {sorted(kwargs)}")
         return EDMDenoiser.from_file(path, device=device)
-    fn_name = _ADAPTERS[arch]
-    try:
-        module = importlib.import_module(f"invdiff.priors.adapters.{arch}")
-        loader = getattr(module, fn_name)
-    except (ImportError, AttributeError) as exc:
-        raise ImportError(f"arch={arch!r}: the adapter invdiff.priors.adapters.{arch}.{fn_name} is not available "
-                          f"({type(exc).__name__}: {exc})") from exc
-    return loader(path, device, **kwargs)
+    if arch == "adm":
+        return adm.load_adm(path, device, **kwargs)
+    if arch == "ncsnpp":
+        return ncsnpp.load_ncsnpp(path, device, **kwargs)
+    return diffusers_adapter.load_diffusers(path, device, **kwargs)  # the diffusers package is imported there

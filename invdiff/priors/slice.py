@@ -26,7 +26,9 @@ class SliceDenoiser(dinv.models.Denoiser):
 
     ``sigma`` is a float or a ``(B,)`` tensor; each volume's noise level is used for all its slices.
     ``(B, C, H, W)`` images go straight to ``denoiser2d``. ``data_range``, ``sigma_min`` and
-    ``sigma_max`` are those of ``denoiser2d``.
+    ``sigma_max`` are those of ``denoiser2d``. Any slice size (e.g. 57x67): no padding here, the
+    2D prior pads each slice itself (invdiff's network priors reflect-pad to their network's
+    multiple and crop back, see :mod:`invdiff.priors.padding`), so depth is never padded.
 
     Example
     -------

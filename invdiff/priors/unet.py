@@ -87,7 +87,8 @@ class ResBlock(nn.Module):
 class UNet(nn.Module):
     """Residual UNet ``F(x, c_noise)``: input ``(B, C, H, W)`` (or ``(B, C, D, H, W)`` for ``dims=3``).
 
-    Spatial sizes must be divisible by ``2 ** (len(channels) - 1)``.
+    Spatial sizes must be divisible by ``2 ** (len(channels) - 1)``; :class:`~invdiff.priors.edm.EDMDenoiser`
+    reflect-pads other sizes to that (:mod:`invdiff.priors.padding`).
 
     >>> net = UNet(UNetConfig(channels=(16, 32)))
     >>> net(torch.zeros(2, 1, 16, 16), torch.zeros(2)).shape

@@ -17,13 +17,14 @@ can be built, and its keys are exactly guided-diffusion's. ``tests/test_adapters
 it reproduces ``DiffUNet`` at the FFHQ configuration, key for key and output for output.
 
 The denoiser is :class:`~invdiff.priors.adapters.vp.VPEpsDenoiser`:
-``D(x, sigma) = x - sigma * eps(x / sqrt(1 + sigma^2), t(sigma))``.
+``D(x, sigma) = x - sigma * eps(x / sqrt(1 + sigma^2), t(sigma))``, at any image size (the input is
+reflect-padded to a multiple of the network's ``2^(len(channel_mult) - 1)`` and cropped back).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from deepinv.models.diffunet import (
@@ -38,6 +39,7 @@ from deepinv.models.diffunet import (
 )
 from torch import Tensor, nn
 
+from invdiff.priors.adapters.common import config_from_kwargs, resolve_config
 from invdiff.priors.adapters.vp import VPEpsDenoiser, make_alphas_cumprod
 from invdiff.priors.checkpoint import load_state_dict_strict, read_state_dict
 
@@ -75,20 +77,15 @@ class ADMConfig:
                              f"(defaults exist for {sorted(_DEFAULT_MULT)}); pass channel_mult explicitly")
         return _DEFAULT_MULT[self.image_size]
 
+    @property
+    def pad_multiple(self) -> int:
+        """Spatial sizes the network accepts are multiples of ``2^(len(channel_mult) - 1)``."""
+        return 2 ** (len(self.resolved_channel_mult()) - 1)
+
     @classmethod
     def from_kwargs(cls, **kw) -> "ADMConfig":
-        names = {f.name for f in fields(cls)}
-        bad = sorted(set(kw) - names)
-        if bad:
-            raise TypeError(f"ADMConfig: unknown argument(s) {bad}; expected some of {sorted(names)}")
-        if isinstance(kw.get("attention_resolutions"), str):  # "32,16,8" as in the YAML configs
-            kw["attention_resolutions"] = tuple(int(r) for r in kw["attention_resolutions"].split(",") if r)
-        if isinstance(kw.get("channel_mult"), str):
-            kw["channel_mult"] = tuple(float(m) for m in kw["channel_mult"].split(",") if m)
-        for key in ("attention_resolutions", "channel_mult"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+        # "32,16,8" as in the YAML configs, or any sequence
+        return config_from_kwargs(cls, kw, {"attention_resolutions": int, "channel_mult": float})
 
 
 ADM_CONFIGS: dict[str, ADMConfig] = {
@@ -215,21 +212,14 @@ def load_adm(path: str | os.PathLike, device: str | torch.device = "cpu", *, con
     -------
     VPEpsDenoiser
         In eval mode on ``device``, with ``data_range``, ``sigma_min`` (about 0.010) and ``sigma_max``
-        (about 157) for the default schedule.
+        (about 157) for the default schedule. Any image size: inputs are reflect-padded to multiples of
+        ``2^(len(channel_mult) - 1)`` (32 for the 256 models) around the network and cropped back.
     """
-    if config is None:
-        base = ADMConfig()
-    elif isinstance(config, ADMConfig):
-        base = config
-    elif config in ADM_CONFIGS:
-        base = ADM_CONFIGS[config]
-    else:
-        raise ValueError(f"config: expected one of {sorted(ADM_CONFIGS)}, an ADMConfig or None, got {config!r}")
-    cfg = ADMConfig.from_kwargs(**(asdict(base) | net_kw))
+    cfg = resolve_config(config, ADM_CONFIGS, ADMConfig, net_kw)
     state = read_state_dict(path)
     net = ADMUNet(cfg)
     load_state_dict_strict(net, state, source=str(path))
     ab = make_alphas_cumprod("linear", num_train_timesteps, beta_start, beta_end)
     D = VPEpsDenoiser(net, ab, data_range=data_range, prediction_type="epsilon", timestep=timestep,
-                      name=os.path.basename(str(path)))
+                      name=os.path.basename(str(path)), pad_multiple=cfg.pad_multiple)
     return D.to(device).eval()

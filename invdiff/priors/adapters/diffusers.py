@@ -13,7 +13,7 @@ that configuration, in float32 as diffusers computes them; ``prediction_type`` `
 ``v_prediction`` and ``sample`` are supported.
 A ``ScoreSdeVeScheduler`` (``sigma_min``, ``sigma_max``; the NCSN++ ports such as
 ``google/ncsnpp-celebahq-256``, whose UNet takes ``sigma`` as its timestep and returns the score)
-gives a :class:`~invdiff.priors.adapters.ncsnpp.VEScoreDenoiser`.
+gives a :class:`~invdiff.priors.adapters.ve.VEScoreDenoiser`.
 
 The network is built with ``UNet2DModel.from_config`` and the weights are loaded through
 :func:`~invdiff.priors.checkpoint.load_state_dict_strict`, so a mismatch lists the keys. Nothing is
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from invdiff.priors.adapters.ncsnpp import VEScoreDenoiser
+from invdiff.priors.adapters.ve import VEScoreDenoiser
 from invdiff.priors.adapters.vp import PREDICTION_TYPES, VPEpsDenoiser, make_alphas_cumprod
 from invdiff.priors.checkpoint import load_state_dict_strict, read_state_dict
 
@@ -66,7 +66,7 @@ def build_unet(unet_dir: str | os.PathLike, device: str | torch.device = "cpu") 
     """``UNet2DModel`` from ``unet_dir/config.json`` with the weights of ``unet_dir``, strictly loaded."""
     try:
         from diffusers import UNet2DModel
-    except ImportError as exc:  # pragma: no cover - depends on the environment
+    except ImportError as exc:
         raise ImportError("load_diffusers needs the 'diffusers' package: pip install 'invdiff[diffusers]'") from exc
     unet_dir = Path(unet_dir)
     config = _read_json(unet_dir / "config.json", "the UNet2DModel configuration")
@@ -103,7 +103,8 @@ def load_diffusers(path: str | os.PathLike, device: str | torch.device = "cpu", 
     Returns
     -------
     VPEpsDenoiser or VEScoreDenoiser
-        In eval mode, with ``data_range``, ``sigma_min`` and ``sigma_max``.
+        In eval mode, with ``data_range``, ``sigma_min`` and ``sigma_max``. Any image size: inputs are
+        reflect-padded to multiples of ``2^(len(block_out_channels) - 1)`` around the UNet and cropped back.
     """
     path = Path(path)
     if not path.is_dir():
@@ -112,10 +113,12 @@ def load_diffusers(path: str | os.PathLike, device: str | torch.device = "cpu", 
     unet = build_unet(path / "unet", device)
     net = UNet2DOutput(unet)
     name = path.name
+    # every down block but the last halves the size: inputs are padded to multiples of 2^(blocks - 1)
+    pad = 2 ** (len(unet.config.block_out_channels) - 1)
     if sched.get("_class_name") == "ScoreSdeVeScheduler" or ("sigma_max" in sched and "beta_schedule" not in sched):
         D = VEScoreDenoiser(net, sigma_min=float(sched.get("sigma_min", 0.01)),
                             sigma_max=float(sched.get("sigma_max", 1348.0)),
-                            data_range=data_range or (0.0, 1.0), name=name)
+                            data_range=data_range or (0.0, 1.0), name=name, pad_multiple=pad)
         return D.to(device).eval()
     if sched.get("rescale_betas_zero_snr"):
         raise ValueError(f"{path / 'scheduler'}: rescale_betas_zero_snr=True (alpha_bar = 0 at the last timestep, "
@@ -133,5 +136,5 @@ def load_diffusers(path: str | os.PathLike, device: str | torch.device = "cpu", 
         ab = make_alphas_cumprod(sched.get("beta_schedule", "linear"), T, float(sched.get("beta_start", 1e-4)),
                                  float(sched.get("beta_end", 0.02)), compute_dtype=torch.float32)
     D = VPEpsDenoiser(net, ab, data_range=data_range or (-1.0, 1.0), prediction_type=prediction_type,
-                      timestep=timestep, name=name)
+                      timestep=timestep, name=name, pad_multiple=pad)
     return D.to(device).eval()

@@ -19,6 +19,9 @@ A VP network is trained on ``x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps`` for inte
 
    with ``v = sqrt(ab) eps - sqrt(1 - ab) x0`` (Salimans & Ho 2022).
 
+Any image size: the network runs on ``x_t`` reflect-padded to multiples of ``pad_multiple`` and its
+output is cropped back; steps 2 and 3 are pixel-wise, so ``D(x) = crop(D(reflect_pad(x)))``.
+
 Learned-variance networks (guided-diffusion ``learn_sigma=True``) output ``2C`` channels for ``C``
 input channels; the first ``C`` are the prediction, the variance channels are dropped.
 """
@@ -28,11 +31,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import deepinv as dinv
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from invdiff.utils import append_dims, as_sigma
+from invdiff.priors.adapters.common import NetworkDenoiser
+from invdiff.utils import append_dims
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -82,7 +85,7 @@ def make_alphas_cumprod(beta_schedule: str = "linear", num_train_timesteps: int 
     return torch.cumprod(1 - betas, dim=0).to(torch.float64)
 
 
-class VPEpsDenoiser(dinv.models.Denoiser):
+class VPEpsDenoiser(NetworkDenoiser):
     r"""A discrete-time VP network ``f(x_t, t)`` as an EDM denoiser ``D(x, sigma) = E[x0 | x]``.
 
     Parameters
@@ -99,6 +102,12 @@ class VPEpsDenoiser(dinv.models.Denoiser):
         What the network predicts.
     timestep : {"interp", "nearest"}
         How ``sigma`` is mapped to ``t``: log-sigma interpolation (fractional ``t``) or nearest timestep.
+    name : str, optional
+        A label (the checkpoint's file name).
+    pad_multiple : int
+        Any image size: ``x_t`` is reflect-padded to multiples of ``pad_multiple`` (the network's
+        downsampling factor ``2^levels``; the loaders set it) before ``net_fn`` and the output is
+        cropped back (:func:`invdiff.priors.padding.call_padded`). ``1`` (default): no padding.
 
     Attributes
     ----------
@@ -118,10 +127,8 @@ class VPEpsDenoiser(dinv.models.Denoiser):
 
     def __init__(self, net_fn: Callable[[Tensor, Tensor], Tensor], alphas_cumprod: Tensor,
                  data_range: tuple[float, float] = (-1.0, 1.0), prediction_type: str = "epsilon",
-                 timestep: str = "interp", name: str | None = None):
-        super().__init__()
-        if not callable(net_fn):
-            raise TypeError(f"net_fn: expected a callable net_fn(x_t, t), got {type(net_fn).__name__}")
+                 timestep: str = "interp", name: str | None = None, pad_multiple: int = 1):
+        super().__init__(net_fn, "net_fn(x_t, t)", data_range, name, pad_multiple)
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type: expected one of {PREDICTION_TYPES}, got {prediction_type!r}")
         if timestep not in ("interp", "nearest"):
@@ -130,29 +137,22 @@ class VPEpsDenoiser(dinv.models.Denoiser):
         if ab.numel() < 2 or not bool(((ab > 0) & (ab < 1)).all()) or not bool((ab[1:] < ab[:-1]).all()):
             raise ValueError("alphas_cumprod: expected at least 2 strictly decreasing values in (0, 1), "
                              f"got {ab.numel()} values in [{float(ab.min()):.3g}, {float(ab.max()):.3g}]")
-        if isinstance(net_fn, nn.Module):
-            self.net = net_fn
-        else:
-            self._net_fn = net_fn
         sigmas = ((1 - ab) / ab).sqrt()
         self.register_buffer("alphas_cumprod", ab, persistent=False)
         self.register_buffer("sigmas", sigmas, persistent=False)
         self.register_buffer("log_sigmas", sigmas.log(), persistent=False)
         self.prediction_type = prediction_type
         self.timestep = timestep
-        self.data_range = tuple(float(v) for v in data_range)
         self.sigma_min = float(sigmas[0])
         self.sigma_max = float(sigmas[-1])
-        self.name = name
 
     @property
     def num_train_timesteps(self) -> int:
         return int(self.sigmas.numel())
 
     def net_fn(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """The raw network output ``f(x_t, t)``."""
-        fn = self.net if hasattr(self, "net") else self._net_fn
-        return fn(x_t, t)
+        """The raw network output ``f(x_t, t)`` at any spatial size (reflect-padded to ``pad_multiple``)."""
+        return self.call_network(x_t, t)
 
     def sigma_to_t(self, sigma: Tensor) -> Tensor:
         """Timestep(s) of noise level(s) ``sigma`` (float64), clamped to ``[0, T-1]``."""
@@ -176,11 +176,7 @@ class VPEpsDenoiser(dinv.models.Denoiser):
 
     def forward(self, x: Tensor, sigma: Tensor | float, *args, **kwargs) -> Tensor:
         """``D(x, sigma)``: see the module docstring for the update equations."""
-        if not torch.is_tensor(x):
-            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        sigma = as_sigma(sigma, x)
-        if bool((sigma < 0).any()):
-            raise ValueError(f"sigma: expected non-negative noise levels, got min {float(sigma.min())!r}")
+        sigma = self.check_input(x, sigma)
         t = self.sigma_to_t(sigma)
         s = append_dims(sigma, x.ndim)
         c_in = 1 / (1 + s**2).sqrt()  # sqrt(ab)
