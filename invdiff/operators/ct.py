@@ -4,7 +4,11 @@
 
     y = A x + n, \\qquad (A x)_{k, j} = \\int_{\\text{ray}(\\theta_k, u_j)} x \\, dl ,
 
-line integrals in pixel units (pixel size 1, no normalisation). With ``photon_count=I_0`` the noise
+line integrals in pixel units (pixel size 1, no normalisation). :meth:`CT.from_astra` builds the
+operator from ASTRA's own geometry dictionaries instead, in their physical units (the volume window
+sets the pixel size; detector width and distances in the same unit): ``A`` is then ASTRA's forward
+projection for those dictionaries, and FBP returns the data's units (attenuation in 1/mm from a
+dimensionless sinogram over a window in mm). With ``photon_count=I_0`` the noise
 is log-Poisson instead of Gaussian: ``y = -log(max(N, 1) / I_0) / mu``,
 ``N ~ Poisson(I_0 exp(-mu A x))`` (:class:`invdiff.operators.noise.LogPoissonNoise`).
 
@@ -42,7 +46,12 @@ Backends:
   larger slices: they discretise the same line integrals differently.
 
 ``A_dagger`` is filtered back-projection (:func:`invdiff.operators.functional.fbp.fbp`, in torch,
-the same for both backends, differentiable).
+the same for both backends, differentiable), in the units of the geometry.
+
+deepinv's ``Tomography`` emits no warning with the arguments given here (``normalize`` is explicit),
+so none is filtered; its exact adjoint is built with deepinv's public ``adjoint_function`` and
+cached per batch size and device in this module (``Tomography.A_adjoint`` caches one without a
+device key, which the previous code had to reset through a private field).
 """
 
 from __future__ import annotations
@@ -53,7 +62,6 @@ from typing import Mapping
 import deepinv as dinv
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from invdiff.operators._checks import check_img_size, check_input, check_noise_std
@@ -65,6 +73,7 @@ from invdiff.operators.functional.astra_ct import (
     fan_detector_count,
 )
 from invdiff.operators.functional.fbp import fbp
+from invdiff.operators.functional.torch_radon import TorchRadon
 from invdiff.operators.noise import LogPoissonNoise
 from invdiff.utils import check_finite
 
@@ -109,83 +118,6 @@ def _even_angles(n_views: int, geometry: str, limited_angle) -> tuple[float, ...
             raise ValueError(f"limited_angle: expected a number of degrees in (0, 360], got {limited_angle!r}")
         span = math.radians(limited_angle)
     return tuple((np.arange(n_views) * span / n_views).tolist())
-
-
-class _TorchRadon(torch.nn.Module):
-    """deepinv's ``Tomography`` on a zero-padded square, in our sinogram layout and conventions."""
-
-    def __init__(self, g: Geometry2D):
-        super().__init__()
-        H, W, n = g.height, g.width, g.n_detectors
-        if (H - W) % 2:
-            raise ValueError(f"img_size: backend='torch' needs H and W of the same parity (it pads to a centred "
-                             f"square), got H={H}, W={W}; use backend='astra'")
-        Q = math.ceil(math.hypot(H, W)) + 2  # the slice, and its interpolation support, fit in the inscribed circle
-        if not g.is_fan:
-            if g.detector_spacing != 1.0:
-                raise ValueError(f"detector_spacing: backend='torch' supports only 1.0 for parallel beam, got "
-                                 f"{g.detector_spacing!r}; use backend='astra'")
-            if (n - W) % 2:
-                raise ValueError(f"n_detectors: backend='torch' needs n_detectors of the parity of W={W} for parallel "
-                                 f"beam (to centre the detector), got {n}; use {n + 1} or backend='astra'")
-            Q = max(Q, n)
-        Q += (Q - W) % 2
-        self.pad_h, self.pad_w, self.Q = (Q - H) // 2, (Q - W) // 2, Q
-        self.crop = 0 if g.is_fan else (Q - n) // 2
-        deg = np.degrees(np.asarray(g.angles))
-        kw = {}
-        if g.is_fan:
-            if g.source_distance <= (Q - 1) / 2:
-                raise ValueError(f"source_distance: backend='torch' needs more than {(Q - 1) / 2} (half its padded "
-                                 f"grid) for a {H}x{W} slice, got {g.source_distance!r}")
-            deg = deg + 90.0  # deepinv's fan beam starts a quarter turn later
-            kw = dict(fan_beam=True, fan_parameters=dict(
-                pixel_spacing=(Q - 1) / Q,  # deepinv maps lengths by 2 / (Q * spacing); grid step is 2 / (Q - 1)
-                source_radius=g.source_distance, detector_radius=g.detector_distance,
-                n_detector_pixels=n, detector_spacing=g.detector_spacing))
-            L = g.source_distance + g.detector_distance
-            w = torch.as_tensor(np.sqrt(1.0 + (g.detector_positions / L) ** 2), dtype=torch.float32)
-            self.register_buffer("ray_weights", w)  # deepinv sums samples one pixel apart along x, not along the ray
-        else:
-            self.ray_weights = None
-        # normalize=False given explicitly: deepinv warns only when it is left unset
-        self.tomo = dinv.physics.Tomography(angles=torch.as_tensor(deg, dtype=torch.float32), img_width=Q,
-                                            circle=True, normalize=False, adjoint_via_backprop=True, **kw)
-        self.n = n
-        self._adjoints: dict = {}
-
-    def _on(self, device: torch.device) -> None:
-        if self.tomo.angles.device != device:
-            self.to(device)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, H, W) -> (N, K, n)``."""
-        self._on(x.device)
-        z = F.pad(x.to(torch.float32)[:, None], (self.pad_w, self.pad_w, self.pad_h, self.pad_h))
-        s = self.tomo.A(z)[:, 0].transpose(-2, -1)  # deepinv: (N, 1, n, K)
-        if self.crop:
-            s = s[..., self.crop:self.crop + self.n]
-        if self.ray_weights is not None:
-            s = s * self.ray_weights
-        return s
-
-    def adjoint(self, y: Tensor) -> Tensor:
-        """``(N, K, n) -> (N, H, W)``, the exact adjoint of :meth:`forward`."""
-        self._on(y.device)
-        s = y.to(torch.float32)
-        if self.ray_weights is not None:
-            s = s * self.ray_weights
-        if self.crop:
-            s = F.pad(s, (self.crop, self.crop))
-        s = s.transpose(-2, -1)[:, None].contiguous()
-        # the exact adjoint of tomo.A by autograd (deepinv's public adjoint_function), built once per shape
-        # and device here rather than through Tomography.A_adjoint, whose cache has no device key
-        key = (id(self.tomo), s.shape[0], s.device)  # a deep copy of this module builds its own
-        if key not in self._adjoints:
-            self._adjoints[key] = dinv.physics.adjoint_function(self.tomo.A, (s.shape[0], 1, self.Q, self.Q),
-                                                                device=s.device, dtype=torch.float32)
-        x = self._adjoints[key](s)[:, 0]
-        return x[..., self.pad_h:self.Q - self.pad_h, self.pad_w:self.Q - self.pad_w]
 
 
 def _noise_model(noise_std: float, photon_count, mu: float, mu_given):
@@ -325,7 +257,7 @@ class CT(dinv.physics.LinearPhysics):
         self.geom = geom
         self.angles = torch.tensor(geom.angles, dtype=torch.float64)
         self.meas_size = (*size[:-2], geom.n_views, geom.n_detectors)
-        self.radon = _TorchRadon(geom) if backend == "torch" else None
+        self.radon = TorchRadon(geom) if backend == "torch" else None
 
     @classmethod
     def from_astra(cls, proj_geom: Mapping, vol_geom: Mapping, slices: int | None = None, channels: int = 1,

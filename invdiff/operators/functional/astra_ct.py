@@ -16,6 +16,11 @@ so the rotation axis passes through the centre of the slice and ``y`` points up.
 * Fan beam, flat detector: the source sits at ``-D_s n`` and the detector line at ``+D_d n``
   (``n = (-sin theta, cos theta)``); a point ``p`` falls on ``u = (D_s + D_d) (p . e) / (D_s + p . n)``.
 
+With a volume window (``Geometry2D.window``, ASTRA's ``WindowMinX`` ...), pixel centres are
+``x_j = min_x + (j + 1/2) p``, ``y_i = max_y - (i + 1/2) p`` and every length (detector cells,
+distances) is in the window's units; ``Geometry2D.vectors`` holds ASTRA's ``parallel_vec`` /
+``fanflat_vec`` rows (:mod:`invdiff.operators.functional.astra_geometry`).
+
 This is ASTRA's ``parallel`` / ``fanflat`` convention (its volume ``y`` axis points up), which the
 tests check against deepinv's ``Tomography`` (same ``theta`` in degrees for parallel beam,
 ``theta + 90`` degrees for its fan beam).
