@@ -400,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(format from the extension; a NIfTI input's affine is kept). INPUT an .h5 with 'kspace' "
                        "(fastMRI layout): undersample it retrospectively (or use the file's 'mask'), reconstruct "
                        "each coil with a classical solver (default: zero-filled) and combine coils by "
-                       "root-sum-of-squares; OUT holds (slices, 1, H, W) magnitude images ((slices, H, W) for NIfTI).")
+                       "root-sum-of-squares; OUT holds (slices, 1, H, W) magnitude images ((slices, H, W) for NIfTI). "
+                       "INPUT an .h5 with 'sinogram' and ASTRA geometry (docs/sinogram_format.md) or a LoDoPaB-CT "
+                       "observation: reconstruct the measured sinogram as it is, in the data's units.")
     r.add_argument("input", help="input file: .nii, .nii.gz, .npy or .h5")
     r.add_argument("--out", required=True, help="output file: .nii, .nii.gz, .npy or .h5")
     r.add_argument("--operator", choices=("ct", "mri"), default=None, help="forward operator (required for images)")
