@@ -300,6 +300,19 @@ def cmd_reconstruct(args) -> int:
     data.io._kind(out)  # an unsupported output extension fails before any work
     x, meta = data.load(path)
 
+    if meta.get("format") in ("sinogram-h5", "lodopab-h5"):  # a measured sinogram: reconstructed as it is
+        from invdiff.recon.sinogram import reconstruct_sinogram
+
+        if args.operator not in (None, "ct"):
+            raise CLIError(f"--operator {args.operator}: {path} holds a CT sinogram; use --operator ct (or leave it out)")
+        solver = _make_solver(args.solver, args.prior, args.steps, args.device)
+        res = reconstruct_sinogram(x, meta, solver, scale=args.scale, noise_std=args.noise_std, seed=args.seed,
+                                   device=args.device, progress=sys.stderr.isatty())
+        print(f"invdiff reconstruct: {path.name}: " + "\n  ".join(res.lines))
+        out_tensor = res.reconstruction.reshape(*x.shape[:-2], *res.reconstruction.shape[-2:]).cpu()
+        data.save(out, out_tensor, overwrite=args.overwrite, **res.output_meta(out))
+        print(f"wrote {out}")
+        return 0
     if meta.get("key") == "kspace":
         rec = _reconstruct_kspace(args, x, meta, path)
         out_tensor = rec[:, 0] if out.name.lower().endswith((".nii", ".nii.gz")) else rec
@@ -387,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(format from the extension; a NIfTI input's affine is kept). INPUT an .h5 with 'kspace' "
                        "(fastMRI layout): undersample it retrospectively (or use the file's 'mask'), reconstruct "
                        "each coil with a classical solver (default: zero-filled) and combine coils by "
-                       "root-sum-of-squares; OUT holds (slices, 1, H, W) magnitude images ((slices, H, W) for NIfTI).")
+                       "root-sum-of-squares; OUT holds (slices, 1, H, W) magnitude images ((slices, H, W) for NIfTI). "
+                       "INPUT an .h5 with 'sinogram' and ASTRA geometry (docs/sinogram_format.md) or a LoDoPaB-CT "
+                       "observation: reconstruct the measured sinogram as it is, in the data's units.")
     r.add_argument("input", help="input file: .nii, .nii.gz, .npy or .h5, or a folder of one DICOM series")
     r.add_argument("--out", required=True, help="output file: .nii, .nii.gz, .npy or .h5")
     r.add_argument("--operator", choices=("ct", "mri"), default=None, help="forward operator (required for images)")
@@ -396,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--center-fraction", type=float, default=0.08, help="MRI fully sampled centre fraction")
     r.add_argument("--noise", type=float, default=0.01, help="Gaussian noise std as a fraction of rms(A x) "
                    "(simulated measurements only)")
+    r.add_argument("--scale", type=float, default=None, help="measured sinograms: data units per prior unit "
+                   "(default: the 0.995 quantile of |FBP| is mapped to the prior's data_range max)")
+    r.add_argument("--noise-std", type=float, default=None, help="measured sinograms: noise std in the sinogram's "
+                   "units (default: the file's noise_std, else estimated on the data)")
     common(r)
     r.set_defaults(func=cmd_reconstruct)
 

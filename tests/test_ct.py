@@ -331,3 +331,21 @@ def test_bad_image_and_sinogram_shapes():
     bad[0, 0, 3, 4] = float("nan")
     with pytest.raises(ValueError, match="y: contains 1 non-finite"):
         op.A_dagger(bad)
+
+
+@pytest.mark.parametrize("geometry", ["parallel", "fan"])
+def test_torch_backend_raises_no_warning_and_its_copies_keep_exact_adjoints(geometry):
+    """Issue 8: nothing is silenced (any warning fails here) and no private deepinv state is reset; a deep
+    copy builds its own adjoint and still passes the dot test."""
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        op = CT((1, 24, 24), n_views=10, geometry=geometry, backend="torch")
+        g = torch.Generator().manual_seed(5)
+        x, y = torch.rand(2, *op.img_size, generator=g), torch.rand(2, *op.meas_size, generator=g)
+        op.A_adjoint(y)
+        for o in (op, copy.deepcopy(op)):
+            err, ratio = dot_test(o, x, y)
+            assert abs(err) < 1e-5 and abs(ratio - 1) < 1e-5

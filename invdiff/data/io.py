@@ -34,6 +34,11 @@ DICOM series (a folder)
     Read by :mod:`invdiff.data.dicom`: ``(D, H, W)`` sorted along the slice normal, modality LUT
     applied (CT in Hounsfield units), ``affine``/``axcodes``/``zooms``/``spacing`` as for NIfTI.
 
+Sinogram HDF5 (``.h5`` with a ``sinogram`` dataset, or a LoDoPaB-CT observation file)
+    See :mod:`invdiff.data.sinogram`: the sinogram as stored, ``meta["proj_geom"]`` and
+    ``meta["vol_geom"]`` (ASTRA's dicts), ``noise_std`` if stated. ``save`` writes this layout
+    when ``meta`` has ``proj_geom``.
+
 Every format also reports ``meta["format"]`` (``"nifti"``, ``"fastmri-h5"`` or ``"npy"``).
 ``save`` ignores meta keys that its format cannot hold, so the meta of one format can be passed
 to another (e.g. an HDF5 file's attributes to an ``.npy`` output).
@@ -52,9 +57,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from invdiff.data import sinogram
 from invdiff.utils import atomic_path
 
-SUPPORTED = (".nii", ".nii.gz", ".h5", ".npy")
+SUPPORTED = (".nii", ".nii.gz", ".h5", ".npy", ".hdf5")  # .hdf5: read as .h5 (LoDoPaB-CT's files)
 _RECON_KEYS = ("reconstruction_rss", "reconstruction_esc", "reconstruction")
 _INTERNAL_KEYS = {"format", "key", "dtype", "axcodes", "spacing", "complex_axis", "shape"}
 
@@ -65,7 +71,7 @@ def _kind(path: Path) -> str:
     name = path.name.lower()
     for ext in sorted(SUPPORTED, key=len, reverse=True):
         if name.endswith(ext):
-            return ext
+            return ".h5" if ext == ".hdf5" else ext
     raise ValueError(f"path: unsupported file extension in {str(path)!r}; expected one of {', '.join(SUPPORTED)}")
 
 
@@ -167,6 +173,8 @@ def load(path: str | os.PathLike, key: str | None = None) -> tuple[Tensor, dict]
         if kind in (".nii", ".nii.gz"):
             return _load_nifti(path)
         if kind == ".h5":
+            if key is None and sinogram.is_sinogram_h5(path):  # ASTRA-geometry sinogram or LoDoPaB observation
+                return sinogram.load_sinogram(path)
             return _load_h5(path, key)
         return _load_npy(path)
     except ValueError as exc:
@@ -305,6 +313,8 @@ def save(path: str | os.PathLike, tensor: Tensor, overwrite: bool = False, **met
         raise ValueError(f"tensor: contains {int((~np.isfinite(arr)).sum())} non-finite value(s); refusing to write {path}")
     if kind in (".nii", ".nii.gz"):
         writer = _nifti_writer(path, arr, meta)
+    elif kind == ".h5" and meta.get("proj_geom") is not None:  # a sinogram with ASTRA's geometry
+        writer = sinogram.sinogram_writer(arr, meta)
     elif kind == ".h5":
         writer = _h5_writer(arr, meta)
     else:

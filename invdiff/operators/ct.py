@@ -4,7 +4,11 @@
 
     y = A x + n, \\qquad (A x)_{k, j} = \\int_{\\text{ray}(\\theta_k, u_j)} x \\, dl ,
 
-line integrals in pixel units (pixel size 1, no normalisation). With ``photon_count=I_0`` the noise
+line integrals in pixel units (pixel size 1, no normalisation). :meth:`CT.from_astra` builds the
+operator from ASTRA's own geometry dictionaries instead, in their physical units (the volume window
+sets the pixel size; detector width and distances in the same unit): ``A`` is then ASTRA's forward
+projection for those dictionaries, and FBP returns the data's units (attenuation in 1/mm from a
+dimensionless sinogram over a window in mm). With ``photon_count=I_0`` the noise
 is log-Poisson instead of Gaussian: ``y = -log(max(N, 1) / I_0) / mu``,
 ``N ~ Poisson(I_0 exp(-mu A x))`` (:class:`invdiff.operators.noise.LogPoissonNoise`).
 
@@ -42,18 +46,22 @@ Backends:
   larger slices: they discretise the same line integrals differently.
 
 ``A_dagger`` is filtered back-projection (:func:`invdiff.operators.functional.fbp.fbp`, in torch,
-the same for both backends, differentiable).
+the same for both backends, differentiable), in the units of the geometry.
+
+deepinv's ``Tomography`` emits no warning with the arguments given here (``normalize`` is explicit),
+so none is filtered; its exact adjoint is built with deepinv's public ``adjoint_function`` and
+cached per batch size and device in this module (``Tomography.A_adjoint`` caches one without a
+device key, which the previous code had to reset through a private field).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from typing import Mapping
 
 import deepinv as dinv
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from invdiff.operators._checks import check_img_size, check_input, check_noise_std
@@ -65,6 +73,7 @@ from invdiff.operators.functional.astra_ct import (
     fan_detector_count,
 )
 from invdiff.operators.functional.fbp import fbp
+from invdiff.operators.functional.torch_radon import TorchRadon
 from invdiff.operators.noise import LogPoissonNoise
 from invdiff.utils import check_finite
 
@@ -111,78 +120,16 @@ def _even_angles(n_views: int, geometry: str, limited_angle) -> tuple[float, ...
     return tuple((np.arange(n_views) * span / n_views).tolist())
 
 
-class _TorchRadon(torch.nn.Module):
-    """deepinv's ``Tomography`` on a zero-padded square, in our sinogram layout and conventions."""
-
-    def __init__(self, g: Geometry2D):
-        super().__init__()
-        H, W, n = g.height, g.width, g.n_detectors
-        if (H - W) % 2:
-            raise ValueError(f"img_size: backend='torch' needs H and W of the same parity (it pads to a centred "
-                             f"square), got H={H}, W={W}; use backend='astra'")
-        Q = math.ceil(math.hypot(H, W)) + 2  # the slice, and its interpolation support, fit in the inscribed circle
-        if not g.is_fan:
-            if g.detector_spacing != 1.0:
-                raise ValueError(f"detector_spacing: backend='torch' supports only 1.0 for parallel beam, got "
-                                 f"{g.detector_spacing!r}; use backend='astra'")
-            if (n - W) % 2:
-                raise ValueError(f"n_detectors: backend='torch' needs n_detectors of the parity of W={W} for parallel "
-                                 f"beam (to centre the detector), got {n}; use {n + 1} or backend='astra'")
-            Q = max(Q, n)
-        Q += (Q - W) % 2
-        self.pad_h, self.pad_w, self.Q = (Q - H) // 2, (Q - W) // 2, Q
-        self.crop = 0 if g.is_fan else (Q - n) // 2
-        deg = np.degrees(np.asarray(g.angles))
-        kw = {}
-        if g.is_fan:
-            if g.source_distance <= (Q - 1) / 2:
-                raise ValueError(f"source_distance: backend='torch' needs more than {(Q - 1) / 2} (half its padded "
-                                 f"grid) for a {H}x{W} slice, got {g.source_distance!r}")
-            deg = deg + 90.0  # deepinv's fan beam starts a quarter turn later
-            kw = dict(fan_beam=True, fan_parameters=dict(
-                pixel_spacing=(Q - 1) / Q,  # deepinv maps lengths by 2 / (Q * spacing); grid step is 2 / (Q - 1)
-                source_radius=g.source_distance, detector_radius=g.detector_distance,
-                n_detector_pixels=n, detector_spacing=g.detector_spacing))
-            L = g.source_distance + g.detector_distance
-            w = torch.as_tensor(np.sqrt(1.0 + (g.detector_positions / L) ** 2), dtype=torch.float32)
-            self.register_buffer("ray_weights", w)  # deepinv sums samples one pixel apart along x, not along the ray
-        else:
-            self.ray_weights = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.tomo = dinv.physics.Tomography(angles=torch.as_tensor(deg, dtype=torch.float32), img_width=Q,
-                                                circle=True, normalize=False, adjoint_via_backprop=True, **kw)
-        self.n = n
-        self._adjoint_device = None
-
-    def _on(self, device: torch.device) -> None:
-        if self.tomo.angles.device != device:
-            self.to(device)
-        if self._adjoint_device != device:  # deepinv caches its autograd adjoint without a device key
-            self.tomo._auto_grad_adjoint_fn = None
-            self._adjoint_device = device
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, H, W) -> (N, K, n)``."""
-        self._on(x.device)
-        z = F.pad(x.to(torch.float32)[:, None], (self.pad_w, self.pad_w, self.pad_h, self.pad_h))
-        s = self.tomo.A(z)[:, 0].transpose(-2, -1)  # deepinv: (N, 1, n, K)
-        if self.crop:
-            s = s[..., self.crop:self.crop + self.n]
-        if self.ray_weights is not None:
-            s = s * self.ray_weights
-        return s
-
-    def adjoint(self, y: Tensor) -> Tensor:
-        """``(N, K, n) -> (N, H, W)``, the exact adjoint of :meth:`forward`."""
-        self._on(y.device)
-        s = y.to(torch.float32)
-        if self.ray_weights is not None:
-            s = s * self.ray_weights
-        if self.crop:
-            s = F.pad(s, (self.crop, self.crop))
-        x = self.tomo.A_adjoint(s.transpose(-2, -1)[:, None].contiguous())[:, 0]
-        return x[..., self.pad_h:self.Q - self.pad_h, self.pad_w:self.Q - self.pad_w]
+def _noise_model(noise_std: float, photon_count, mu: float, mu_given):
+    """Gaussian noise of ``noise_std``, or log-Poisson noise of ``photon_count`` and ``mu``."""
+    if photon_count is not None:
+        if noise_std > 0:
+            raise ValueError(f"photon_count: {photon_count!r} (log-Poisson noise) cannot be combined with "
+                             f"noise_std={noise_std!r}; expected noise_std=0")
+        return LogPoissonNoise(photon_count=photon_count, mu=mu)
+    if mu_given is not None:
+        raise ValueError(f"mu: only used with photon_count (log-Poisson noise), got mu={mu_given!r}")
+    return dinv.physics.GaussianNoise(sigma=noise_std)
 
 
 class CT(dinv.physics.LinearPhysics):
@@ -298,26 +245,76 @@ class CT(dinv.physics.LinearPhysics):
         elif projector is not None:
             raise ValueError(f"projector: only for backend='astra', got {projector!r} with backend='torch'")
 
-        if photon_count is not None:
-            if noise_std > 0:
-                raise ValueError(f"photon_count: {photon_count!r} (log-Poisson noise) cannot be combined with "
-                                 f"noise_std={noise_std!r}; expected noise_std=0")
-            mu = 1.0 / max(H, W) if mu is None else mu
-            noise_model = LogPoissonNoise(photon_count=photon_count, mu=mu)
-        else:
-            if mu is not None:
-                raise ValueError(f"mu: only used with photon_count (log-Poisson noise), got mu={mu!r}")
-            noise_model = dinv.physics.GaussianNoise(sigma=noise_std)
+        noise_model = _noise_model(noise_std, photon_count, 1.0 / max(H, W) if mu is None else mu, mu)
+        self._setup(size, Geometry2D(H, W, theta, n, d, Ds, Dd), backend, projector, noise_model)
 
+    def _setup(self, size: tuple, geom: Geometry2D, backend: str, projector: str | None, noise_model) -> None:
         super().__init__(img_size=size, noise_model=noise_model)
         self.img_size = size
-        self.geometry = geometry
+        self.geometry = "fan" if geom.is_fan else "parallel"
         self.backend = backend
         self.projector = projector
-        self.geom = Geometry2D(H, W, theta, n, d, Ds, Dd)
-        self.angles = torch.tensor(theta, dtype=torch.float64)
-        self.meas_size = (*size[:-2], len(theta), n)
-        self.radon = _TorchRadon(self.geom) if backend == "torch" else None
+        self.geom = geom
+        self.angles = torch.tensor(geom.angles, dtype=torch.float64)
+        self.meas_size = (*size[:-2], geom.n_views, geom.n_detectors)
+        self.radon = TorchRadon(geom) if backend == "torch" else None
+
+    @classmethod
+    def from_astra(cls, proj_geom: Mapping, vol_geom: Mapping, slices: int | None = None, channels: int = 1,
+                   noise_std: float = 0.0, photon_count: float | None = None, mu: float | None = None,
+                   projector: str | None = None) -> "CT":
+        """The operator of ASTRA's own 2D geometry dictionaries, in their physical units.
+
+        ``vol_geom`` (``astra.create_vol_geom(H, W, min_x, max_x, min_y, max_y)``) sets the slice and
+        its extent, so the pixel size is ``(max_x - min_x) / W`` (square pixels); ``proj_geom`` is
+        ``parallel``, ``fanflat``, ``parallel_vec`` or ``fanflat_vec``
+        (:mod:`invdiff.operators.functional.astra_geometry`), with ``DetectorWidth`` and the source
+        and detector distances in the same units. ``A`` is ASTRA's forward projection for exactly
+        these dictionaries (line integrals in those units: attenuation in 1/mm and a window in mm give
+        a dimensionless sinogram), ``A_adjoint`` its exact adjoint, and ``A_dagger`` (FBP) returns
+        the data's own units. Always the ``"astra"`` backend.
+
+        Parameters
+        ----------
+        proj_geom, vol_geom : dict
+            ASTRA's dictionaries (numpy arrays or lists for ``ProjectionAngles`` / ``Vectors``).
+        slices : int, optional
+            A stack of ``slices`` such slices: ``img_size = (channels, slices, H, W)``.
+        channels : int
+            Channels ``C`` of ``img_size``.
+        noise_std, photon_count, mu : see :class:`CT` (``mu`` defaults to ``1 / max(H, W)`` pixel
+            sizes, per unit of line integral in the window's units).
+        projector : {"linear", "line", "strip"}, optional
+            ASTRA CPU projector: default ``"linear"`` (parallel), ``"strip"`` (fanflat), ``"line"``
+            (fanflat_vec, the only one ASTRA accepts for it).
+
+        Examples
+        --------
+        >>> import astra, numpy as np
+        >>> vol = astra.create_vol_geom(64, 64, -25.6, 25.6, -25.6, 25.6)        # 0.8 mm pixels
+        >>> proj = astra.create_proj_geom("fanflat", 1.2, 96, np.linspace(0, 2 * np.pi, 90, endpoint=False),
+        ...                               100.0, 50.0)                          # mm
+        >>> op = CT.from_astra(proj, vol)
+        >>> op.meas_size
+        (1, 90, 96)
+        """
+        from invdiff.operators.functional.astra_geometry import geometry_from_astra
+
+        geom = geometry_from_astra(proj_geom, vol_geom)
+        H, W = geom.image_shape
+        size = (_positive_int("channels", channels), H, W) if slices is None else \
+            (_positive_int("channels", channels), _positive_int("slices", slices), H, W)
+        if projector is None:
+            projector = "linear" if not geom.is_fan else ("line" if geom.vectors is not None else "strip")
+        kind = proj_geom["type"]
+        want = PROJECTORS if not geom.is_fan else ("line",) if geom.vectors is not None else ("line", "strip")
+        if projector not in want:
+            raise ValueError(f"projector: expected one of {want} for a {kind!r} geometry, got {projector!r}")
+        default_mu = 1.0 / (max(H, W) * geom.pixel_size[1])
+        noise_model = _noise_model(check_noise_std(noise_std), photon_count, default_mu if mu is None else mu, mu)
+        op = cls.__new__(cls)
+        op._setup(size, geom, "astra", projector, noise_model)
+        return op
 
     # -- geometry --------------------------------------------------------------------------------
     @property

@@ -16,6 +16,11 @@ so the rotation axis passes through the centre of the slice and ``y`` points up.
 * Fan beam, flat detector: the source sits at ``-D_s n`` and the detector line at ``+D_d n``
   (``n = (-sin theta, cos theta)``); a point ``p`` falls on ``u = (D_s + D_d) (p . e) / (D_s + p . n)``.
 
+With a volume window (``Geometry2D.window``, ASTRA's ``WindowMinX`` ...), pixel centres are
+``x_j = min_x + (j + 1/2) p``, ``y_i = max_y - (i + 1/2) p`` and every length (detector cells,
+distances) is in the window's units; ``Geometry2D.vectors`` holds ASTRA's ``parallel_vec`` /
+``fanflat_vec`` rows (:mod:`invdiff.operators.functional.astra_geometry`).
+
 This is ASTRA's ``parallel`` / ``fanflat`` convention (its volume ``y`` axis points up), which the
 tests check against deepinv's ``Tomography`` (same ``theta`` in degrees for parallel beam,
 ``theta + 90`` degrees for its fan beam).
@@ -59,6 +64,14 @@ class Geometry2D:
     source_distance, detector_distance : float or None
         Fan beam: source-to-axis ``D_s`` and axis-to-detector ``D_d`` distances in pixel units;
         ``None`` for parallel beam.
+    window : (min_x, max_x, min_y, max_y) or None
+        The slice's extent in physical units (ASTRA's ``WindowMinX`` ...); ``None``: pixel units,
+        centred (``-W/2 .. W/2``, ``-H/2 .. H/2``). All lengths above are then in the window's units.
+    vectors : tuple of 6-tuples or None
+        ASTRA's ``parallel_vec`` rows ``(ray_x, ray_y, d_x, d_y, u_x, u_y)`` or ``fanflat_vec`` rows
+        ``(src_x, src_y, d_x, d_y, u_x, u_y)``, one per view. When given they define the acquisition
+        and ``angles``, ``detector_spacing``, ``source_distance``, ``detector_distance`` are summaries
+        (per-view angle of the detector axis, mean cell width and distances) for display.
     """
 
     height: int
@@ -68,6 +81,8 @@ class Geometry2D:
     detector_spacing: float = 1.0
     source_distance: float | None = None
     detector_distance: float | None = None
+    window: tuple[float, float, float, float] | None = None
+    vectors: tuple[tuple[float, ...], ...] | None = None
 
     @property
     def is_fan(self) -> bool:
@@ -90,6 +105,19 @@ class Geometry2D:
         """``u_k = (k - (n - 1) / 2) d`` for ``k = 0 .. n - 1`` (float64)."""
         return (np.arange(self.n_detectors) - (self.n_detectors - 1) / 2) * self.detector_spacing
 
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """``(min_x, max_x, min_y, max_y)`` of the slice (pixel units, centred, without a window)."""
+        if self.window is not None:
+            return self.window
+        return (-self.width / 2, self.width / 2, -self.height / 2, self.height / 2)
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        """``(size along y (rows), size along x (columns))`` in the window's units."""
+        x0, x1, y0, y1 = self.extent
+        return ((y1 - y0) / self.height, (x1 - x0) / self.width)
+
 
 def astra_projector_type(geometry: Geometry2D, projector: str) -> str:
     """ASTRA's CPU projector name: ``linear`` | ``line`` | ``strip`` (``*_fanflat`` for fan beam)."""
@@ -99,14 +127,23 @@ def astra_projector_type(geometry: Geometry2D, projector: str) -> str:
         return projector
     if projector == "linear":
         raise ValueError("projector: ASTRA has no CPU 'linear' projector for fan beam; expected 'line' or 'strip'")
+    if projector == "strip" and geometry.vectors is not None:
+        raise ValueError("projector: ASTRA's CPU 'strip' projector does not take fanflat_vec geometries; expected 'line'")
     return f"{projector}_fanflat"
 
 
 def astra_geometries(geometry: Geometry2D) -> tuple[dict, dict]:
     """ASTRA's 2D volume and projection geometries for ``geometry``."""
-    vol = astra.create_vol_geom(geometry.height, geometry.width)
+    if geometry.window is None:
+        vol = astra.create_vol_geom(geometry.height, geometry.width)
+    else:
+        x0, x1, y0, y1 = geometry.window
+        vol = astra.create_vol_geom(geometry.height, geometry.width, x0, x1, y0, y1)
     angles = np.asarray(geometry.angles, dtype=np.float64)
-    if geometry.is_fan:
+    if geometry.vectors is not None:
+        kind = "fanflat_vec" if geometry.is_fan else "parallel_vec"
+        proj = astra.create_proj_geom(kind, geometry.n_detectors, np.asarray(geometry.vectors, dtype=np.float64))
+    elif geometry.is_fan:
         proj = astra.create_proj_geom("fanflat", geometry.detector_spacing, geometry.n_detectors, angles,
                                       geometry.source_distance, geometry.detector_distance)
     else:

@@ -23,7 +23,10 @@ Fan beam with a flat detector (equispaced cells), rescaled to a virtual detector
 pixel-driven: the filtered projections are interpolated (band-limited, by zero-padding their
 spectrum) onto ``oversample`` points per cell, then linearly between those points
 (``torch.nn.functional.grid_sample``), so it is differentiable and runs on the sinogram's device. Geometry conventions: see
-:mod:`invdiff.operators.functional.astra_ct`.
+:mod:`invdiff.operators.functional.astra_ct`; per view, the formulas use the frames of
+:mod:`invdiff.operators.functional.astra_geometry` (detector axis, cell width ``d_k``, detector offset
+``o_k``, distances), so ASTRA's ``_vec`` forms (untilted detectors) and physical units (a volume
+window in mm) are reconstructed with the same code: every length is in the window's units.
 
 View weights ``w_k``: half the angular gap to each neighbour (angles taken modulo ``pi`` for
 parallel beam and ``2 pi`` for fan beam), each gap capped at the median gap, so that a limited-angle
@@ -40,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from invdiff.operators.functional.astra_ct import Geometry2D
+from invdiff.operators.functional.astra_geometry import view_frames
 
 
 def ramp_filter(y: Tensor, spacing: float = 1.0, oversample: int = 1) -> Tensor:
@@ -84,6 +88,9 @@ def view_weights(angles: Tensor, period: float) -> Tensor:
 def fbp(y: Tensor, geometry: Geometry2D, oversample: int = 8, chunk: int = 1 << 24) -> Tensor:
     """Filtered back-projection ``(..., K, n) -> (..., H, W)`` (see the module docstring).
 
+    Works per view in the frames of :func:`invdiff.operators.functional.astra_geometry.view_frames`
+    (detector axis ``e_k``, cell width ``d_k``, detector offset ``o_k``, fan-beam distances), in the
+    units of the geometry's window: a sinogram of line integrals in mm x (1/mm) comes back in 1/mm.
     ``oversample``: points per detector cell the filtered projections are interpolated onto before
     the back-projection (:func:`ramp_filter`). ``chunk`` bounds the number of values held at once
     (slices x views x pixels, and slices x views x padded detector samples).
@@ -95,25 +102,34 @@ def fbp(y: Tensor, geometry: Geometry2D, oversample: int = 8, chunk: int = 1 << 
     dev = y.device
     z = y.reshape(-1, K, n).to(dtype)
     N = z.shape[0]
-    u = torch.as_tensor(g.detector_positions, device=dev, dtype=dtype)
-    angles = torch.as_tensor(g.angles, dtype=torch.float64)
+    f = view_frames(g)
+
+    def col(a) -> Tensor:  # per-view values as a (K, 1) column
+        return torch.as_tensor(a, dtype=torch.float64)[:, None].to(dev, dtype)
+
+    ex, ey, d, o = col(f.ex), col(f.ey), col(f.spacing), col(f.offset)
+    cell = torch.arange(n, device=dev, dtype=dtype) - (n - 1) / 2
+    angles = torch.as_tensor(f.view_angle, dtype=torch.float64)
     if g.is_fan:
-        Ds, Dd = g.source_distance, g.detector_distance
-        spacing = g.detector_spacing * Ds / (Ds + Dd)  # virtual detector through the axis
-        pre = Ds / torch.sqrt(Ds**2 + (u * Ds / (Ds + Dd)) ** 2)
+        nx, ny, Ds, Dd = col(f.nx), col(f.ny), col(f.source_distance), col(f.detector_distance)
+        mag = (Ds + Dd) / Ds
+        t_cell = (o + cell * d) / mag  # cell positions on the virtual detector through the axis
+        pre = Ds / torch.sqrt(Ds**2 + t_cell**2)  # (K, n)
+        spacing = d / mag
         w = view_weights(angles, 2 * math.pi) / 2
     else:
-        spacing, pre = g.detector_spacing, None
+        pre, spacing = None, d
         w = view_weights(angles, math.pi)
-    w = w.to(dev, dtype)[:, None]
+    w = w.to(dev, dtype)[:, None] / spacing  # angular weight and the ramp's 1 / spacing, per view
     n_up = (n - 1) * oversample + 1
 
-    # pixel centres, y up
-    xs = torch.arange(W, device=dev, dtype=dtype) - (W - 1) / 2
-    ys = (H - 1) / 2 - torch.arange(H, device=dev, dtype=dtype)
-    py, px = torch.meshgrid(ys, xs, indexing="ij")
+    # pixel centres in the window's units, y up
+    x0, x1, y0, y1 = g.extent
+    py_size, px_size = g.pixel_size
+    xs = x0 + (torch.arange(W, device=dev, dtype=torch.float64) + 0.5) * px_size
+    ys = y1 - (torch.arange(H, device=dev, dtype=torch.float64) + 0.5) * py_size
+    py, px = torch.meshgrid(ys.to(dtype), xs.to(dtype), indexing="ij")
     px, py = px.reshape(-1), py.reshape(-1)
-    cos, sin = torch.cos(angles).to(dev, dtype), torch.sin(angles).to(dev, dtype)
 
     out = torch.empty(N, H * W, device=dev, dtype=dtype)
     pad = 1 << max(6, math.ceil(math.log2(2 * n - 1)))
@@ -123,18 +139,17 @@ def fbp(y: Tensor, geometry: Geometry2D, oversample: int = 8, chunk: int = 1 << 
         zi = z[i0:i0 + n_step]
         if pre is not None:
             zi = zi * pre
-        q = ramp_filter(zi, spacing, oversample) * w  # (Nc, K, n_up), sample j at cell j / oversample
+        q = ramp_filter(zi, 1.0, oversample) * w  # (Nc, K, n_up), sample j at cell j / oversample
         acc = torch.zeros(q.shape[0], H * W, device=dev, dtype=dtype)
         for k0 in range(0, K, k_step):
             k1 = min(K, k0 + k_step)
-            c, s = cos[k0:k1, None], sin[k0:k1, None]
-            a = px * c + py * s  # p . e_k   (Kc, HW)
+            a = px * ex[k0:k1] + py * ey[k0:k1]  # p . e_k   (Kc, HW)
             if g.is_fan:
-                U = (Ds + (-px * s + py * c)) / Ds  # (D_s + p . n_k) / D_s
-                t_p, weight = a / U, U**-2
+                U = (Ds[k0:k1] + px * nx[k0:k1] + py * ny[k0:k1]) / Ds[k0:k1]  # (D_s + p . n_k) / D_s
+                u_p, weight = a / U * mag[k0:k1], U**-2  # detector coordinate of p
             else:
-                t_p, weight = a, None
-            idx = (t_p / spacing + (n - 1) / 2) * oversample  # fractional index on the fine grid
+                u_p, weight = a, None
+            idx = ((u_p - o[k0:k1]) / d[k0:k1] + (n - 1) / 2) * oversample  # fractional index on the fine grid
             gx = 2 * idx / max(n_up - 1, 1) - 1
             rows = torch.arange(k1 - k0, device=dev, dtype=dtype)
             gy = (2 * rows / max(k1 - k0 - 1, 1) - 1)[:, None].expand_as(gx)
