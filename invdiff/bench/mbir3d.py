@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from invdiff.bench.harness import DEFAULT_PRIOR, load_prior, machine_info
+from invdiff.bench.machine import DEFAULT_PRIOR, load_prior, machine_info
 from invdiff.bench.tasks import get_task, measure, test_volumes
 from invdiff.metrics import psnr
 from invdiff.utils import atomic_path

@@ -22,7 +22,6 @@ network of the same size if the weights are missing; timing does not depend on t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -33,34 +32,9 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.bench.counting import CountingDenoiser, mark_backward
+from invdiff.bench.report import write_json
 from invdiff.data.phantoms import shepp_logan
-
-_PRIOR_ATTRS = ("sigma_min", "sigma_max", "data_range", "sigma_data", "name")
-
-
-def _mark_backward(out, call: list, index: int = 1):
-    """Set ``call[index] = True`` if a gradient ever flows back through ``out`` (a backward pass happened)."""
-    if torch.is_tensor(out) and out.requires_grad:
-        out.register_hook(lambda grad: call.__setitem__(index, True))
-    return out
-
-
-class RecordingDenoiser(dinv.models.Denoiser):
-    """Wraps a denoiser; records ``[shape, back-propagated]`` for every call."""
-
-    def __init__(self, inner: torch.nn.Module):
-        super().__init__()
-        self.inner = inner
-        for a in _PRIOR_ATTRS:
-            if hasattr(inner, a):
-                setattr(self, a, getattr(inner, a))
-        self.calls: list[tuple[tuple[int, ...], bool]] = []
-
-    def forward(self, x: Tensor, sigma, *args, **kwargs) -> Tensor:
-        call = [tuple(x.shape), False]
-        self.calls.append(call)
-        return _mark_backward(self.inner(x, sigma, *args, **kwargs), call)
-
 
 class RecordingOperator:
     """Patches ``op.A``, ``op.A_adjoint`` and ``op.A_dagger`` on the instance to record each call."""
@@ -83,7 +57,7 @@ class RecordingOperator:
             self.calls.append(call)
             self._depth += 1
             try:
-                return _mark_backward(fn(x, *args, **kwargs), call, index=2)
+                return mark_backward(fn(x, *args, **kwargs), call, index=2)
             finally:
                 self._depth -= 1
         return wrapped
@@ -222,12 +196,12 @@ def run_benchmark(steps: int = 20, repeats: int = 3, size: int = 64, views: int 
     for name, factory in candidates(steps, tuple(x.shape), dev, particles):
         if only and not any(o.lower() in name.lower() for o in only):
             continue
-        wrapped = RecordingDenoiser(prior)
+        wrapped = CountingDenoiser(prior, record=True)
         try:
             run = factory(wrapped)
             times, floors = [], []  # (wall, cpu) pairs
             for k in range(repeats + 1):  # run 0 is an untimed warm-up that records the calls
-                wrapped.calls.clear()
+                wrapped.reset()
                 rec = RecordingOperator(op)
                 try:
                     _sync(dev)
@@ -238,7 +212,7 @@ def run_benchmark(steps: int = 20, repeats: int = 3, size: int = 64, views: int 
                         times.append((time.perf_counter() - t0, time.process_time() - c0))
                 finally:
                     rec.restore()
-                floors.append(replay(prior, ops, wrapped.calls, rec.calls, dev))
+                floors.append(replay(prior, ops, wrapped.records, rec.calls, dev))
         except Exception as err:  # noqa: BLE001 - report and go on with the other solvers
             echo(f"{name:<18} skipped: {type(err).__name__}: {err}")
             continue
@@ -248,7 +222,7 @@ def run_benchmark(steps: int = 20, repeats: int = 3, size: int = 64, views: int 
 
         # each run against the mean of the floors replayed just before and just after it
         ratios = [[t[j] / ((floors[k][j] + floors[k + 1][j]) / 2) for k, t in enumerate(times)] for j in (0, 1)]
-        row = dict(solver=name, nfe=len(wrapped.calls), net_backward=sum(g for _, g in wrapped.calls),
+        row = dict(solver=name, nfe=wrapped.calls, net_backward=sum(g for _, g in wrapped.records),
                    op_calls=len(rec.calls), floor_s=med([f[0] for f in floors]), time_s=med([t[0] for t in times]),
                    ratio=med(ratios[0]), cpu_floor_s=med([f[1] for f in floors]),
                    cpu_time_s=med([t[1] for t in times]), cpu_ratio=med(ratios[1]),
@@ -278,10 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--{name}: expected a positive integer, got {getattr(args, name)}")
     rows = run_benchmark(args.steps, args.repeats, args.size, args.views, args.device, args.particles, args.only)
     if args.json:
-        from invdiff.utils import atomic_path
-
-        with atomic_path(args.json, overwrite=args.overwrite) as tmp:
-            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.json, rows, overwrite=args.overwrite)
     return 0
 
 
