@@ -23,7 +23,7 @@ from invdiff.bench.memory import PeakMemory
 from invdiff.bench.methods import get_method, hparams
 from invdiff.bench.tasks import get_task, measure, test_images, test_volumes
 
-PLANES = (("axial", 2), ("coronal", 3), ("sagittal", 4))  # the axis held fixed, in (B, C, D, H, W)
+PLANES = {"axial": 2, "coronal": 3, "sagittal": 4}  # the axis held fixed, in (B, C, D, H, W)
 
 
 def plane_psnr(x: Tensor, ref: Tensor, axis: int) -> float:
@@ -61,7 +61,7 @@ def _score(task, m, key: str, params: dict, out, x: Tensor, nfe: int, seconds: f
     row["psnr"], row["psnr_sd"] = _mean_sd(ps)
     row["ssim"], row["ssim_sd"] = _mean_sd(ss)
     if task.volume:
-        for plane, axis in PLANES:
+        for plane, axis in PLANES.items():
             row[f"psnr_{plane}"] = plane_psnr(est, x, axis)
     per_image = [{"task": task.name, "key": key, "image": b, "psnr": ps[b], "ssim": ss[b]} for b in range(B)]
     return row, per_image
