@@ -42,6 +42,7 @@ from torch import Tensor
 from invdiff.bench.counting import CountingDenoiser  # noqa: F401  (its old home: invdiff.bench.methods)
 from invdiff.solvers import get_solver
 
+
 @dataclass
 class Output:
     """A method's result on a batch: the estimate ``x`` ``(B, ...)``, posterior ``samples`` ``(S, B, ...)`` if any."""

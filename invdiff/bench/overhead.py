@@ -14,8 +14,7 @@ measure; on a GPU only the wall-clock columns mean anything. Everything else a s
 
 Run ``python -m invdiff.bench.overhead [--steps 20] [--repeats 3] [--device cpu] [--json out.json]``
 (also ``invdiff bench overhead``).
-The problem is 16-view sparse-view CT of a 64x64 phantom (invdiff's CT operator, or deepinv's
-``Tomography`` until that exists) with the shipped ``phantom-ct-64`` prior (a randomly initialised
+The problem is 16-view sparse-view CT of a 64x64 phantom (invdiff's CT operator) with the shipped ``phantom-ct-64`` prior (a randomly initialised
 network of the same size if the weights are missing; timing does not depend on the weights).
 """
 
@@ -24,7 +23,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -138,16 +136,10 @@ def load_prior(device: torch.device) -> tuple[torch.nn.Module, str]:
 
 
 def make_ct(size: int, views: int, device: torch.device):
-    """invdiff's CT operator if present, else deepinv's ``Tomography`` (both parallel beam)."""
-    try:
-        from invdiff.operators import CT
+    """invdiff's parallel-beam CT operator of ``views`` angles over 180 degrees, and its name."""
+    from invdiff.operators import CT
 
-        return CT((1, size, size), n_views=views), "invdiff.operators.CT"
-    except Exception:  # noqa: BLE001
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            op = dinv.physics.Tomography(angles=views, img_width=size, circle=False, normalize=True, device=device)
-        return op, "deepinv.physics.Tomography"
+    return CT((1, size, size), n_views=views), "invdiff.operators.CT"
 
 
 def _deepinv_dps(prior, steps: int, shape: tuple[int, ...], device: torch.device):
@@ -157,20 +149,14 @@ def _deepinv_dps(prior, steps: int, shape: tuple[int, ...], device: torch.device
 
 def candidates(steps: int, shape: tuple[int, ...], device: torch.device,
                particles: int = 4) -> list[tuple[str, Callable]]:
-    """``(name, factory(prior) -> run(y, op))`` for every solver that imports."""
-    from invdiff.solvers import DPS, REDDiff
-    from invdiff.solvers.api import SOLVERS
+    """``(name, factory(prior) -> run(y, op))`` for invdiff's DPS, RED-Diff, SMC, DDS and deepinv's DPS."""
+    from invdiff.solvers import get_solver
 
-    out = [
-        ("invdiff DPS", lambda p: (lambda y, op: DPS(p, steps=steps).reconstruct(y, op, progress=False))),
-        ("invdiff RED-Diff", lambda p: (lambda y, op: REDDiff(p, steps=steps).reconstruct(y, op, progress=False))),
-    ]
-    for key, label, kw in (("smc", "invdiff SMC", dict(steps=steps, particles=particles)),
+    out = []
+    for key, label, kw in (("dps", "invdiff DPS", dict(steps=steps)), ("reddiff", "invdiff RED-Diff", dict(steps=steps)),
+                           ("smc", "invdiff SMC", dict(steps=steps, particles=particles)),
                            ("dds", "invdiff DDS", dict(steps=steps))):
-        try:
-            cls = SOLVERS[key]
-        except ImportError:
-            continue
+        cls = get_solver(key)
         out.append((label, lambda p, cls=cls, kw=kw: (lambda y, op: cls(p, **kw).reconstruct(y, op, progress=False))))
     out.append(("deepinv DPS", lambda p: _deepinv_dps(p, steps, shape, device)))
     return out
