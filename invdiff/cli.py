@@ -421,8 +421,8 @@ def _raised_by_invdiff_check(err: BaseException) -> bool:
         tb = tb.tb_next
     code = tb.tb_frame.f_code
     package = Path(__file__).resolve().parent
-    if not Path(code.co_filename).resolve().is_relative_to(package):
-        return False
+    if code.co_filename.startswith("<") or not Path(code.co_filename).resolve().is_relative_to(package):
+        return False  # "<frozen importlib...>", "<string>" or a library's file
     return dis.opname[code.co_code[tb.tb_lasti]] == "RAISE_VARARGS"
 
 

@@ -27,12 +27,16 @@ def _bug_value_error(self, *args, **kwargs):
     return int("not a number")  # ValueError raised by Python
 
 
+def _bug_import_error(self, *args, **kwargs):
+    import invdiff_no_such_module  # noqa: F401  (a broken import inside the package: a bug, not "not available")
+
+
 def _bug_runtime_error(self, *args, **kwargs):
     raise RuntimeError("solver blew up")
 
 
 @pytest.mark.parametrize("bug, exc", [(_bug_type_error, TypeError), (_bug_value_error, ValueError),
-                                      (_bug_runtime_error, RuntimeError)])
+                                      (_bug_import_error, ModuleNotFoundError), (_bug_runtime_error, RuntimeError)])
 def test_internal_error_is_not_a_one_line_user_error(tmp_path, capsys, monkeypatch, bug, exc):
     monkeypatch.setattr(get_solver("tv"), "reconstruct", bug)
     with pytest.raises(exc):
