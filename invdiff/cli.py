@@ -17,6 +17,7 @@ for an existing output); ``--traceback`` shows the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import dis
 import importlib.util
 import inspect
 import math
@@ -424,8 +425,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raised_by_invdiff_check(err: BaseException) -> bool:
+    """Whether ``err`` comes from a ``raise`` statement in invdiff's own code (an argument or file check).
+
+    invdiff's checks raise ``ValueError`` / ``TypeError`` / ``ImportError`` with a message naming the
+    argument, the value and what was expected. The same types raised anywhere else (by torch, by Python
+    for a call with wrong arguments, by the import system for a broken module) are bugs: the innermost
+    frame is then not invdiff's, or its instruction is not a ``raise``.
+    """
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    package = Path(__file__).resolve().parent
+    if code.co_filename.startswith("<") or not Path(code.co_filename).resolve().is_relative_to(package):
+        return False  # "<frozen importlib...>", "<string>" or a library's file
+    return dis.opname[code.co_code[tb.tb_lasti]] == "RAISE_VARARGS"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``invdiff`` command; returns the exit status (0 on success)."""
+    """Run the ``invdiff`` command; returns the exit status (0 on success).
+
+    User errors print one line on stderr: a :class:`CLIError` (exit status its ``code``), an existing
+    output (1), a missing file (2), a bad value found by invdiff's own checks (2, see
+    :func:`_raised_by_invdiff_check`). Any other exception is an internal error and propagates with its
+    traceback; ``--traceback`` shows the traceback of user errors too.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     show_tb = "--traceback" in argv
     if show_tb:
@@ -449,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invdiff: error: {err}", file=sys.stderr)
         return 1
     except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
-        if show_tb:
-            raise
+        if show_tb or not (isinstance(err, FileNotFoundError) or _raised_by_invdiff_check(err)):
+            raise  # --traceback, or an internal error: the same types raised by torch or a bug
         print(f"invdiff: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
 

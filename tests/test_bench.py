@@ -9,8 +9,9 @@ import deepinv as dinv
 import pytest
 import torch
 
-from invdiff.bench import ct16, harness
+from invdiff.bench import ct16, harness, run
 from invdiff.bench.methods import METHODS, CountingDenoiser, get_method, hparams
+from invdiff.bench.report import methodology
 from invdiff.bench.tasks import TASKS, get_task, measure, test_images, tuning_images
 
 
@@ -32,6 +33,22 @@ def test_counting_denoiser_counts_calls_and_evaluations():
     assert (c.calls, c.evaluations) == (2, 8)
     c.reset()
     assert (c.calls, c.evaluations) == (0, 0)
+    assert c.records == []  # records only when asked
+
+
+def test_counting_denoiser_records_shapes_and_backward_passes():
+    """``record=True`` (the overhead benchmark): one ``[shape, back-propagated]`` per call; the flag turns on only
+    for the call whose output a gradient flowed back through."""
+    c = CountingDenoiser(ShrinkDenoiser(), record=True)
+    x = torch.zeros(2, 1, 4, 4, requires_grad=True)
+    c(torch.zeros(3, 1, 4, 4), 0.5)
+    out = c(x, 0.5)
+    c(x, 0.7)
+    torch.autograd.grad(out.sum(), x)
+    assert c.records == [[(3, 1, 4, 4), False], [(2, 1, 4, 4), True], [(2, 1, 4, 4), False]]
+    assert (c.calls, c.evaluations) == (3, 7)
+    c.reset()
+    assert c.records == [] and c.calls == 0
 
 
 @pytest.mark.parametrize("key", ["dps", "reddiff", "dinv-dps", "dinv-diffpir", "dinv-ddrm"])
@@ -78,13 +95,27 @@ def test_task_table_and_noise():
         get_method("nope")
 
 
-def test_plane_psnr_and_verdict():
-    ref = torch.rand(1, 1, 4, 8, 8)
-    est = ref.clone()
-    est[:, :, 0] += 0.1  # one axial slice off
-    axial = harness.plane_psnr(est, ref, 2)
-    assert math.isinf(axial) or axial > harness.plane_psnr(est, ref, 3)
+def test_plane_psnr_is_the_mean_slice_psnr_along_each_axis():
+    """``plane_psnr(x, ref, axis)`` = mean over volumes and slices along ``axis`` of the slice PSNR (data range 1).
 
+    Reference in closed form: the error is ``c_d`` (a constant) on axial slice ``d`` of volume 0 and
+    ``2 c_d`` on volume 1, so no slice is exact. An axial slice has PSNR ``-20 log10(k c_d)``; every
+    coronal and sagittal slice crosses all axial slices and has ``-10 log10(k^2 mean_d c_d^2)``.
+    """
+    c = torch.tensor([0.01, 0.02, 0.05, 0.1], dtype=torch.float64)
+    ref = torch.rand(2, 1, 4, 6, 8, dtype=torch.float64)
+    err = torch.stack([c, 2 * c]).reshape(2, 1, 4, 1, 1)
+    est = ref + err
+    axial = float(torch.cat([-20 * torch.log10(c), -20 * torch.log10(2 * c)]).mean())
+    across = float((-10 * torch.log10(c.pow(2).mean()) - 10 * torch.log10(4 * c.pow(2).mean())) / 2)
+    assert run.plane_psnr(est, ref, 2) == pytest.approx(axial, rel=1e-9)
+    assert run.plane_psnr(est, ref, 3) == pytest.approx(across, rel=1e-9)
+    assert run.plane_psnr(est, ref, 4) == pytest.approx(across, rel=1e-9)
+    assert axial > across + 1.0  # mean of logs > log of mean (Jensen): the two references differ
+    assert harness.plane_psnr is run.plane_psnr  # the old name still works
+
+
+def test_ct16_verdict():
     def row(key, family, psnr, evals=100):
         return {"key": key, "method": key, "family": family, "psnr": psnr, "calls_per_image": 100,
                 "evals_per_image": evals, "params": ""}
@@ -116,6 +147,7 @@ def test_bench_quick_cli(tmp_path):
         if r["family"] != "classical":
             assert int(r["calls_per_image"]) == 20  # the quick budget, counted in the wrapper
     assert "deepinv DiffPIR" in md and "invdiff RED-Diff" in md and "torch" in md and "deepinv" in md
+    assert methodology("cpu") in md  # the one statement of the methodology, printed into the report
     png = (tmp_path / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert set(METHODS) >= {r["key"] for r in rows}

@@ -1,7 +1,7 @@
 """``python -m invdiff.bench`` / ``invdiff bench``: the task benchmark, or one of the other benchmarks by name.
 
 ``python -m invdiff.bench [--quick] [--out DIR] [--tasks ...] [--methods ...] [--nfe N]`` runs the
-tasks x methods benchmark against deepinv (:mod:`invdiff.bench.harness`).
+tasks x methods benchmark against deepinv (:mod:`invdiff.bench.cli`).
 ``python -m invdiff.bench NAME [ARGS]`` runs another benchmark, ``NAME`` one of :data:`SUBCOMMANDS`
 (each is also ``python -m invdiff.bench.MODULE``).
 """
@@ -13,7 +13,7 @@ import sys
 
 # name -> module with a main(argv) entry point (add a line for a new benchmark)
 SUBCOMMANDS: dict[str, str] = {
-    "tasks": "invdiff.bench.harness",
+    "tasks": "invdiff.bench.cli",
     "ct16": "invdiff.bench.ct16",
     "operators": "invdiff.bench.operators",
     "prior-quality": "invdiff.bench.prior_quality",

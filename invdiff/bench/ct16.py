@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 
-from invdiff.bench.harness import DEFAULT_PRIOR, load_prior, machine_info, run_benchmark, task_table
+from invdiff.bench.machine import DEFAULT_PRIOR, load_prior, machine_info
+from invdiff.bench.report import task_table
+from invdiff.bench.run import run_benchmark
 from invdiff.bench.tasks import TASKS
 from invdiff.utils import atomic_path
 

@@ -1,7 +1,7 @@
 """Method adapters: every benchmark method behind one call, with the same prior, operator, measurement and budget.
 
 A method is run as ``method.run(prior, op, y, nfe, seed, params) -> Output``. ``prior`` is the one
-prior object of the benchmark wrapped in a :class:`CountingDenoiser` (the harness counts every
+prior object of the benchmark wrapped in a :class:`~invdiff.bench.counting.CountingDenoiser` (the run counts every
 network call made through it, for invdiff's and deepinv's methods alike), ``op`` the task's
 operator (its noise level set), ``y`` the measurement batch ``(B, ...)`` and ``nfe`` the budget of
 network calls per image. How the budget maps to each method's steps:
@@ -30,7 +30,6 @@ test images; deepinv's methods were given the same tuning of their main knob.
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -40,33 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-_PRIOR_ATTRS = ("sigma_min", "sigma_max", "data_range", "sigma_data", "name")
-
-
-class CountingDenoiser(dinv.models.Denoiser):
-    """Wraps a denoiser and counts its calls: ``calls`` (batched calls) and ``evaluations`` (images through the net).
-
-    A call with a batch of ``k`` inputs counts once in ``calls`` and ``k`` times in ``evaluations``.
-    The prior's descriptive attributes (``sigma_min``, ``sigma_max``, ``data_range``, ...) are copied.
-    """
-
-    def __init__(self, inner: torch.nn.Module):
-        super().__init__()
-        self.inner = inner
-        for a in _PRIOR_ATTRS:
-            if hasattr(inner, a):
-                setattr(self, a, getattr(inner, a))
-        self.calls = 0
-        self.evaluations = 0
-
-    def reset(self) -> None:
-        self.calls = 0
-        self.evaluations = 0
-
-    def forward(self, x: Tensor, sigma, *args, **kwargs) -> Tensor:
-        self.calls += 1
-        self.evaluations += int(x.shape[0])
-        return self.inner(x, sigma, *args, **kwargs)
+from invdiff.bench.counting import CountingDenoiser  # noqa: F401  (its old home: invdiff.bench.methods)
+from invdiff.solvers import get_solver
 
 
 @dataclass
@@ -142,26 +116,12 @@ def hparams(key: str, group: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _module_available(module: str, attr: str) -> Callable[[], str | None]:
-    def check() -> str | None:
-        try:
-            getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            return f"{module}.{attr} not importable ({type(err).__name__}: {err})"
-        return None
-
-    return check
-
-
-def _solver_cls(module: str, attr: str):
-    return getattr(importlib.import_module(module), attr)
-
-
-def _invdiff_run(module: str, attr: str, steps_of: Callable[[int, dict], dict]):
-    """An adapter for an invdiff solver class: ``cls(prior, **steps_of(nfe, params), **params)``."""
+def _invdiff_run(name: str, steps_of: Callable[[int, dict], dict]):
+    """An adapter for the invdiff solver ``name`` (a key of ``invdiff.solvers.SOLVERS``):
+    ``cls(prior, **steps_of(nfe, params), **params)``."""
 
     def run(prior, op, y, nfe, seed, params):
-        cls = _solver_cls(module, attr)
+        cls = get_solver(name)
         p = dict(params)
         n_samples = p.pop("n_samples", 1)
         solver = cls(prior, **steps_of(nfe, p), **p)
@@ -184,7 +144,7 @@ def _smc_steps(nfe: int, p: dict) -> dict:
 
 def _smc_run(prior, op, y, nfe, seed, params):
     p = {"n_samples": 16, **params}
-    return _invdiff_run("invdiff.solvers.smc", "SMC", _smc_steps)(prior, op, y, nfe, seed, p)
+    return _invdiff_run("smc", _smc_steps)(prior, op, y, nfe, seed, p)
 
 
 def _fbp_run(prior, op, y, nfe, seed, params):
@@ -193,9 +153,7 @@ def _fbp_run(prior, op, y, nfe, seed, params):
 
 
 def _tv_run(prior, op, y, nfe, seed, params):
-    from invdiff.solvers.baselines import TV
-
-    r = TV(**params).reconstruct(y, op, seed=seed, progress=False)
+    r = get_solver("tv")(**params).reconstruct(y, op, seed=seed, progress=False)
     return Output(x=r.mean)
 
 
@@ -239,7 +197,7 @@ def _any(task, op) -> str | None:
 
 def _mbir_run(tv: bool):
     def run(prior, op, y, nfe, seed, params):
-        cls = _solver_cls("invdiff.solvers.mbir3d", "DiffusionMBIR")
+        cls = get_solver("mbir")
         p = dict(params)
         if not tv:
             p["tv_weight"] = 0.0
@@ -254,21 +212,17 @@ def _mbir_run(tv: bool):
 METHODS: dict[str, Method] = {m.key: m for m in [
     Method("fbp", "FBP / zero-filled (A_dagger)", "classical", "no network", _fbp_run, applies=_any),
     Method("tv", "TV (PDHG)", "classical", "no network; 300 PDHG iterations", _tv_run, applies=_any),
-    Method("dps", "invdiff DPS", "invdiff", "steps = NFE", _invdiff_run("invdiff.solvers.dps", "DPS", _steps)),
+    Method("dps", "invdiff DPS", "invdiff", "steps = NFE", _invdiff_run("dps", _steps)),
     Method("reddiff", "invdiff RED-Diff", "invdiff", "steps = NFE",
-           _invdiff_run("invdiff.solvers.red_diff", "REDDiff", _steps)),
+           _invdiff_run("reddiff", _steps)),
     Method("dds", "invdiff DDS", "invdiff", "steps = NFE (volumes: all slices in each call)",
-           _invdiff_run("invdiff.solvers.dds", "DDS", _steps), applies=lambda task, op: None,
-           available=_module_available("invdiff.solvers.dds", "DDS")),
-    Method("smc", "invdiff SMC", "invdiff", "steps = NFE batched calls x particles", _smc_run,
-           available=_module_available("invdiff.solvers.smc", "SMC")),
+           _invdiff_run("dds", _steps), applies=lambda task, op: None),
+    Method("smc", "invdiff SMC", "invdiff", "steps = NFE batched calls x particles", _smc_run),
     Method("mbir", "invdiff DiffusionMBIR", "invdiff", "mode dds: steps = NFE (all slices in each call)",
-           _mbir_run(tv=True),
-           applies=_only_3d, available=_module_available("invdiff.solvers.mbir3d", "DiffusionMBIR")),
+           _mbir_run(tv=True), applies=_only_3d),
     Method("slicewise", "invdiff slice-wise (MBIR, tv_weight=0)", "invdiff",
            "mode dds: steps = NFE (all slices in each call)",
-           _mbir_run(tv=False), applies=_only_3d,
-           available=_module_available("invdiff.solvers.mbir3d", "DiffusionMBIR")),
+           _mbir_run(tv=False), applies=_only_3d),
     Method("dinv-dps", "deepinv DPS", "deepinv", "num_steps = NFE + 1", _dinv_dps_run),
     Method("dinv-diffpir", "deepinv DiffPIR", "deepinv", "max_iter = NFE", _dinv_diffpir_run),
     Method("dinv-ddrm", "deepinv DDRM", "deepinv", "len(sigmas) = NFE", _dinv_ddrm_run, applies=_decomposable),

@@ -18,7 +18,6 @@ Run ``python -m invdiff.bench operators [--size 256] [--views 180] [--repeats 7]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Callable
 import deepinv as dinv
 import torch
 
+from invdiff.bench.report import write_json
 from invdiff.data.phantoms import shepp_logan
 from invdiff.operators import CT
 
@@ -105,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_benchmark(args.size, args.views, args.repeats, args.batch)
     print(report(result))
     if args.json:
-        from invdiff.utils import atomic_path
-
-        with atomic_path(args.json, overwrite=args.overwrite) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result, overwrite=args.overwrite)
     return 0
 
 

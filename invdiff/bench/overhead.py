@@ -14,18 +14,15 @@ measure; on a GPU only the wall-clock columns mean anything. Everything else a s
 
 Run ``python -m invdiff.bench.overhead [--steps 20] [--repeats 3] [--device cpu] [--json out.json]``
 (also ``invdiff bench overhead``).
-The problem is 16-view sparse-view CT of a 64x64 phantom (invdiff's CT operator, or deepinv's
-``Tomography`` until that exists) with the shipped ``phantom-ct-64`` prior (a randomly initialised
+The problem is 16-view sparse-view CT of a 64x64 phantom (invdiff's CT operator) with the shipped ``phantom-ct-64`` prior (a randomly initialised
 network of the same size if the weights are missing; timing does not depend on the weights).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -33,34 +30,9 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.bench.counting import CountingDenoiser, mark_backward
+from invdiff.bench.report import write_json
 from invdiff.data.phantoms import shepp_logan
-
-_PRIOR_ATTRS = ("sigma_min", "sigma_max", "data_range", "sigma_data", "name")
-
-
-def _mark_backward(out, call: list, index: int = 1):
-    """Set ``call[index] = True`` if a gradient ever flows back through ``out`` (a backward pass happened)."""
-    if torch.is_tensor(out) and out.requires_grad:
-        out.register_hook(lambda grad: call.__setitem__(index, True))
-    return out
-
-
-class RecordingDenoiser(dinv.models.Denoiser):
-    """Wraps a denoiser; records ``[shape, back-propagated]`` for every call."""
-
-    def __init__(self, inner: torch.nn.Module):
-        super().__init__()
-        self.inner = inner
-        for a in _PRIOR_ATTRS:
-            if hasattr(inner, a):
-                setattr(self, a, getattr(inner, a))
-        self.calls: list[tuple[tuple[int, ...], bool]] = []
-
-    def forward(self, x: Tensor, sigma, *args, **kwargs) -> Tensor:
-        call = [tuple(x.shape), False]
-        self.calls.append(call)
-        return _mark_backward(self.inner(x, sigma, *args, **kwargs), call)
-
 
 class RecordingOperator:
     """Patches ``op.A``, ``op.A_adjoint`` and ``op.A_dagger`` on the instance to record each call."""
@@ -83,7 +55,7 @@ class RecordingOperator:
             self.calls.append(call)
             self._depth += 1
             try:
-                return _mark_backward(fn(x, *args, **kwargs), call, index=2)
+                return mark_backward(fn(x, *args, **kwargs), call, index=2)
             finally:
                 self._depth -= 1
         return wrapped
@@ -164,16 +136,10 @@ def load_prior(device: torch.device) -> tuple[torch.nn.Module, str]:
 
 
 def make_ct(size: int, views: int, device: torch.device):
-    """invdiff's CT operator if present, else deepinv's ``Tomography`` (both parallel beam)."""
-    try:
-        from invdiff.operators import CT
+    """invdiff's parallel-beam CT operator of ``views`` angles over 180 degrees, and its name."""
+    from invdiff.operators import CT
 
-        return CT((1, size, size), n_views=views), "invdiff.operators.CT"
-    except Exception:  # noqa: BLE001
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            op = dinv.physics.Tomography(angles=views, img_width=size, circle=False, normalize=True, device=device)
-        return op, "deepinv.physics.Tomography"
+    return CT((1, size, size), n_views=views), "invdiff.operators.CT"
 
 
 def _deepinv_dps(prior, steps: int, shape: tuple[int, ...], device: torch.device):
@@ -183,20 +149,14 @@ def _deepinv_dps(prior, steps: int, shape: tuple[int, ...], device: torch.device
 
 def candidates(steps: int, shape: tuple[int, ...], device: torch.device,
                particles: int = 4) -> list[tuple[str, Callable]]:
-    """``(name, factory(prior) -> run(y, op))`` for every solver that imports."""
-    from invdiff.solvers import DPS, REDDiff
-    from invdiff.solvers.api import SOLVERS
+    """``(name, factory(prior) -> run(y, op))`` for invdiff's DPS, RED-Diff, SMC, DDS and deepinv's DPS."""
+    from invdiff.solvers import get_solver
 
-    out = [
-        ("invdiff DPS", lambda p: (lambda y, op: DPS(p, steps=steps).reconstruct(y, op, progress=False))),
-        ("invdiff RED-Diff", lambda p: (lambda y, op: REDDiff(p, steps=steps).reconstruct(y, op, progress=False))),
-    ]
-    for key, label, kw in (("smc", "invdiff SMC", dict(steps=steps, particles=particles)),
+    out = []
+    for key, label, kw in (("dps", "invdiff DPS", dict(steps=steps)), ("reddiff", "invdiff RED-Diff", dict(steps=steps)),
+                           ("smc", "invdiff SMC", dict(steps=steps, particles=particles)),
                            ("dds", "invdiff DDS", dict(steps=steps))):
-        try:
-            cls = SOLVERS[key]
-        except ImportError:
-            continue
+        cls = get_solver(key)
         out.append((label, lambda p, cls=cls, kw=kw: (lambda y, op: cls(p, **kw).reconstruct(y, op, progress=False))))
     out.append(("deepinv DPS", lambda p: _deepinv_dps(p, steps, shape, device)))
     return out
@@ -222,12 +182,12 @@ def run_benchmark(steps: int = 20, repeats: int = 3, size: int = 64, views: int 
     for name, factory in candidates(steps, tuple(x.shape), dev, particles):
         if only and not any(o.lower() in name.lower() for o in only):
             continue
-        wrapped = RecordingDenoiser(prior)
+        wrapped = CountingDenoiser(prior, record=True)
         try:
             run = factory(wrapped)
             times, floors = [], []  # (wall, cpu) pairs
             for k in range(repeats + 1):  # run 0 is an untimed warm-up that records the calls
-                wrapped.calls.clear()
+                wrapped.reset()
                 rec = RecordingOperator(op)
                 try:
                     _sync(dev)
@@ -238,7 +198,7 @@ def run_benchmark(steps: int = 20, repeats: int = 3, size: int = 64, views: int 
                         times.append((time.perf_counter() - t0, time.process_time() - c0))
                 finally:
                     rec.restore()
-                floors.append(replay(prior, ops, wrapped.calls, rec.calls, dev))
+                floors.append(replay(prior, ops, wrapped.records, rec.calls, dev))
         except Exception as err:  # noqa: BLE001 - report and go on with the other solvers
             echo(f"{name:<18} skipped: {type(err).__name__}: {err}")
             continue
@@ -248,7 +208,7 @@ def run_benchmark(steps: int = 20, repeats: int = 3, size: int = 64, views: int 
 
         # each run against the mean of the floors replayed just before and just after it
         ratios = [[t[j] / ((floors[k][j] + floors[k + 1][j]) / 2) for k, t in enumerate(times)] for j in (0, 1)]
-        row = dict(solver=name, nfe=len(wrapped.calls), net_backward=sum(g for _, g in wrapped.calls),
+        row = dict(solver=name, nfe=wrapped.calls, net_backward=sum(g for _, g in wrapped.records),
                    op_calls=len(rec.calls), floor_s=med([f[0] for f in floors]), time_s=med([t[0] for t in times]),
                    ratio=med(ratios[0]), cpu_floor_s=med([f[1] for f in floors]),
                    cpu_time_s=med([t[1] for t in times]), cpu_ratio=med(ratios[1]),
@@ -278,10 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--{name}: expected a positive integer, got {getattr(args, name)}")
     rows = run_benchmark(args.steps, args.repeats, args.size, args.views, args.device, args.particles, args.only)
     if args.json:
-        from invdiff.utils import atomic_path
-
-        with atomic_path(args.json, overwrite=args.overwrite) as tmp:
-            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.json, rows, overwrite=args.overwrite)
     return 0
 
 

@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from invdiff.bench.harness import load_prior, run_benchmark
-from invdiff.bench.methods import CountingDenoiser  # noqa: F401  (re-exported for scripts)
+from invdiff.bench.counting import CountingDenoiser  # noqa: F401  (re-exported for scripts)
+from invdiff.bench.machine import load_prior
+from invdiff.bench.run import run_benchmark
 from invdiff.bench.tasks import TASKS, tuning_images
 
 # method -> ordered {parameter: values}; coordinate search in this order

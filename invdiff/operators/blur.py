@@ -31,7 +31,8 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators._checks import check_img_size, check_input, check_noise_std
+from invdiff.operators._checked import CheckedOperator
+from invdiff.operators._checks import check_img_size, check_noise_std
 
 
 def gaussian_kernel(std: float) -> Tensor:
@@ -76,7 +77,7 @@ def _kernel_from_arg(size: tuple[int, ...], kernel, kernel_std) -> Tensor:
     return k.clone()
 
 
-class Blur(dinv.physics.BlurFFT):
+class Blur(CheckedOperator, dinv.physics.BlurFFT):
     """Circular blur of ``(C, H, W)`` images by a Gaussian or a given kernel.
 
     Parameters
@@ -111,33 +112,19 @@ class Blur(dinv.physics.BlurFFT):
         super().__init__(img_size=size, filter=k, noise_model=dinv.physics.GaussianNoise(sigma=noise_std))
         self.img_size = size
 
-    @property
-    def noise_std(self) -> float:
-        return float(self.noise_model.sigma)
-
-    def A(self, x: Tensor, **kwargs) -> Tensor:
-        """``y = k (*) x`` (circular convolution)."""
-        check_input("x", x, self.img_size)
-        return super().A(x, **kwargs)
-
-    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
-        """``A^T y``: circular correlation with ``k``."""
-        check_input("y", y, self.img_size)
-        return super().A_adjoint(y, **kwargs)
-
     def A_dagger(self, y: Tensor, reg: float | None = None, **kwargs) -> Tensor:
         """Tikhonov inverse ``V diag(s / (s^2 + reg)) U^T y``; ``reg=None``: ``20 noise_std^2``.
 
         ``reg=0`` is deepinv's pseudo-inverse (singular values below ``1e-5`` dropped).
         """
-        check_input("y", y, self.img_size)
+        self.check_y(y)
         if reg is None:
             reg = 20.0 * self.noise_std**2
         reg = float(reg)
         if not math.isfinite(reg) or reg < 0:
             raise ValueError(f"reg: expected a non-negative finite number, got {reg!r}")
         if reg == 0:
-            return super().A_dagger(y, **kwargs)
+            return super().A_dagger(y, **kwargs)  # deepinv's, through CheckedOperator
         self.update_parameters(**kwargs)
         s = self.mask
         return self.V(self.U_adjoint(y) * s / (s * s + reg))

@@ -18,7 +18,8 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators._checks import check_img_size, check_input, check_noise_std
+from invdiff.operators._checked import CheckedOperator
+from invdiff.operators._checks import check_img_size, check_noise_std
 
 
 def keep_mask(spatial: tuple[int, ...], ratio: float, seed: int | None = None) -> Tensor:
@@ -58,7 +59,7 @@ def _mask_from_arg(size: tuple[int, ...], mask, seed: int | None) -> Tensor:
     return keep_mask(spatial, ratio, seed).expand(C, *spatial).clone()
 
 
-class Inpainting(dinv.physics.Inpainting):
+class Inpainting(CheckedOperator, dinv.physics.Inpainting):
     """Random or given pixel mask; ``img_size`` ``(C, H, W)`` or ``(C, D, H, W)``.
 
     Parameters
@@ -100,22 +101,3 @@ class Inpainting(dinv.physics.Inpainting):
             noise_model=dinv.physics.GaussianNoise(sigma=noise_std),
         )
         self.img_size = size
-
-    @property
-    def noise_std(self) -> float:
-        return float(self.noise_model.sigma)
-
-    def A(self, x: Tensor, **kwargs) -> Tensor:
-        """``y = m * x``."""
-        check_input("x", x, self.img_size)
-        return super().A(x, **kwargs)
-
-    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
-        """``A^T y = m * y``."""
-        check_input("y", y, self.img_size)
-        return super().A_adjoint(y, **kwargs)
-
-    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
-        """Pseudo-inverse ``A^+ y = m * y`` (removed pixels set to 0)."""
-        check_input("y", y, self.img_size)
-        return super().A_dagger(y, **kwargs)

@@ -25,7 +25,8 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators._checks import check_img_size, check_input, check_noise_std
+from invdiff.operators._checked import CheckedOperator
+from invdiff.operators._checks import check_img_size, check_noise_std
 
 
 def dct_matrix(n: int) -> Tensor:
@@ -50,7 +51,7 @@ def _check_factor(factor, size: tuple[int, ...]) -> int:
     return f
 
 
-class SuperResolution(dinv.physics.DecomposablePhysics):
+class SuperResolution(CheckedOperator, dinv.physics.DecomposablePhysics):
     """Box downsampling of ``(C, H, W)`` images by an integer ``factor`` that divides ``H`` and ``W``.
 
     Parameters
@@ -85,10 +86,6 @@ class SuperResolution(dinv.physics.DecomposablePhysics):
         self.meas_size = (C, H // f, W // f)
         self.register_buffer("Q", torch.kron(dct_matrix(f), dct_matrix(f)).to(torch.float32))  # (f^2, f^2)
 
-    @property
-    def noise_std(self) -> float:
-        return float(self.noise_model.sigma)
-
     # SVD factors -------------------------------------------------------------------------
     def V_adjoint(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C, f^2, H/f, W/f)``: blockwise orthonormal DCT."""
@@ -113,19 +110,3 @@ class SuperResolution(dinv.physics.DecomposablePhysics):
         z = y.new_zeros(y.shape[0], y.shape[1], self.factor**2, *y.shape[2:])
         z[:, :, 0] = y
         return z
-
-    # checked public operators ------------------------------------------------------------
-    def A(self, x: Tensor, **kwargs) -> Tensor:
-        """Block average ``y = A x``."""
-        check_input("x", x, self.img_size)
-        return super().A(x, **kwargs)
-
-    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
-        """``A^T y``: ``y / f^2`` repeated over each block."""
-        check_input("y", y, self.meas_size)
-        return super().A_adjoint(y, **kwargs)
-
-    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
-        """Pseudo-inverse ``A^+ y = f^2 A^T y``: ``y`` repeated over each block."""
-        check_input("y", y, self.meas_size)
-        return super().A_dagger(y, **kwargs)

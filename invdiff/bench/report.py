@@ -1,0 +1,173 @@
+"""The task benchmark's outputs: ``RESULTS.md`` (with the methodology), ``results.csv``, ``per_image.csv``, the plot.
+
+:data:`METHODOLOGY` is the one statement of how the benchmark measures (the module docstrings of
+:mod:`invdiff.bench.run` and :mod:`invdiff.bench.cli` refer to it); it is printed into every
+``RESULTS.md``. :func:`write_json` is the JSON writer of the other benchmarks' ``--json`` options.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from invdiff.utils import atomic_path
+
+CSV_FIELDS = ("task", "method", "key", "family", "images", "nfe_budget", "psnr", "psnr_sd", "ssim", "ssim_sd",
+              "seconds_per_image", "calls_per_image", "evals_per_image", "peak_mem_mb", "coverage90",
+              "psnr_axial", "psnr_coronal", "psnr_sagittal", "params")
+PER_IMAGE_FIELDS = ("task", "key", "image", "psnr", "ssim")
+
+# How the task benchmark measures, stated once; {memory} is one of PEAK_MEMORY's texts.
+METHODOLOGY = (
+    "Every method gets the same prior object, operator, measurement (one noise draw) and budget of network "
+    "calls per image; methods run on the whole batch of test images at once. PSNR: data range 1. SSIM: "
+    "Wang et al. 2004, 11-tap Gaussian window (std 1.5), k1 = 0.01, k2 = 0.03, data range 1 (3D SSIM on "
+    "volumes). Estimates are scored unclipped. Seconds: batch wall time / images. Net calls: batched calls "
+    "of the prior (counted by a wrapper, for deepinv too); net evals: images through the network per test "
+    "image (SMC pushes all its particles through each call). Peak memory: {memory}"
+    " 90 % coverage: fraction of pixels whose true value lies in the samples' central 90 % interval."
+)
+PEAK_MEMORY = {
+    "cuda": "CUDA max_memory_allocated.",
+    "cpu": "largest increase of the process RSS over its value at the method's start (sampled every 5 ms, "
+           "after malloc_trim); approximate.",
+}
+
+
+def methodology(device: str) -> str:
+    """:data:`METHODOLOGY` for a run on ``device`` (the peak-memory sentence depends on it)."""
+    return METHODOLOGY.format(memory=PEAK_MEMORY["cuda" if str(device).startswith("cuda") else "cpu"])
+
+
+# ----------------------------------------------------------------------------- tables
+def _fmt(v, nd=2) -> str:
+    if v is None or v == "":
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.{nd}f}"
+    return str(v)
+
+
+def _table(headers: list[str], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * len(headers)) + "|"]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(out)
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Per task: the best invdiff method against the best deepinv method and the best classical baseline."""
+    lines = []
+    for tname in dict.fromkeys(r["task"] for r in rows):
+        best = {}
+        for fam in ("invdiff", "deepinv", "classical"):
+            cand = [r for r in rows if r["task"] == tname and r["family"] == fam]
+            best[fam] = max(cand, key=lambda r: r["psnr"]) if cand else None
+
+        def cell(r):
+            return f"{r['method']} {r['psnr']:.2f}" if r else "-"
+
+        diff = (f"{best['invdiff']['psnr'] - best['deepinv']['psnr']:+.2f}"
+                if best["invdiff"] and best["deepinv"] else "-")
+        lines.append([tname, cell(best["invdiff"]), cell(best["deepinv"]), diff, cell(best["classical"])])
+    return _table(["task", "best invdiff (PSNR dB)", "best deepinv (PSNR dB)", "invdiff - deepinv (dB)",
+                   "best classical (PSNR dB)"], lines)
+
+
+def task_table(rows: list[dict], tname: str) -> str:
+    """One task's rows, best PSNR first."""
+    rs = [r for r in rows if r["task"] == tname]
+    vol = any(r.get("psnr_axial") not in (None, "") for r in rs)
+    headers = ["method", "PSNR (dB)", "SSIM", "s / image", "net calls / image", "net evals / image", "peak mem (MB)",
+               "90 % coverage"] + (["PSNR axial / coronal / sagittal"] if vol else []) + ["hyperparameters"]
+    lines = []
+    for r in sorted(rs, key=lambda r: -r["psnr"]):
+        line = [r["method"], f"{r['psnr']:.2f} ± {r['psnr_sd']:.2f}", f"{r['ssim']:.3f} ± {r['ssim_sd']:.3f}",
+                _fmt(r["seconds_per_image"]), str(r["calls_per_image"]), _fmt(r["evals_per_image"], 0),
+                _fmt(r["peak_mem_mb"], 1), _fmt(r["coverage90"])]
+        if vol:
+            line.append(" / ".join(_fmt(r.get(f"psnr_{p}")) for p in ("axial", "coronal", "sagittal")))
+        line.append(r["params"] or "-")
+        lines.append(line)
+    return _table(headers, lines)
+
+
+# ----------------------------------------------------------------------------- files
+def write_markdown(path: Path, rows, skipped, info: dict, settings: dict, exact: list[dict] | None,
+                   exact_note: str | None) -> None:
+    """``RESULTS.md``: setup (``info`` and ``settings["table"]``), methodology, summary, one table per task."""
+    from invdiff.bench.methods import METHODS
+    from invdiff.bench.tasks import TASKS
+
+    used = list(dict.fromkeys(r["key"] for r in rows))
+    parts = ["# invdiff benchmark results", "",
+             f"Command: `{settings['command']}`", "",
+             "## Setup", "",
+             _table(["", ""], [[k, str(v)] for k, v in {**info, **settings["table"]}.items()]), "",
+             methodology(settings["device"]), "",
+             "How the budget maps to steps:", "",
+             _table(["method", "steps from NFE"], [[METHODS[k].name, METHODS[k].nfe_rule] for k in used]), "",
+             "## Summary: best invdiff against best deepinv at the same number of network calls", "",
+             summary_table(rows), ""]
+    for tname in dict.fromkeys(r["task"] for r in rows):
+        parts += [f"## {tname}: {TASKS[tname].description}", "", task_table(rows, tname), ""]
+    if exact is not None or exact_note:
+        parts += ["## Exact-posterior benchmark (Gaussian-mixture prior; `invdiff.bench.exact_posterior`)", ""]
+        parts += [exact_note or "(no rows)", ""]
+    if skipped:
+        parts += ["## Not run", ""] + [f"- {s}" for s in skipped] + [""]
+    parts += ["![PSNR against seconds](results.png)", ""]
+    with atomic_path(path, overwrite=True) as tmp:
+        Path(tmp).write_text("\n".join(parts))
+
+
+def write_csv(path: Path, rows: list[dict], fields) -> None:
+    """Rows as CSV with columns ``fields`` (missing values empty)."""
+    with atomic_path(path, overwrite=True) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in fields})
+
+
+def write_json(path, obj, overwrite: bool = False) -> None:
+    """``obj`` as indented JSON, written atomically; an existing file is kept unless ``overwrite``."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_plot(path: Path, rows: list[dict]) -> None:
+    """PSNR against seconds per image, one panel per task, one marker per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    keys = list(dict.fromkeys(r["key"] for r in rows))
+    markers = "osD^v<>phX*P8"
+    colors = {"invdiff": "tab:blue", "deepinv": "tab:orange", "classical": "tab:gray"}
+    style = {k: markers[i % len(markers)] for i, k in enumerate(keys)}
+    ncol = min(4, max(1, len(tasks)))
+    nrow = math.ceil(len(tasks) / ncol) if tasks else 1
+    fig = Figure(figsize=(3.6 * ncol, 3.0 * nrow + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    handles = {}
+    for ax, tname in zip(axes, tasks):
+        for r in (r for r in rows if r["task"] == tname):
+            h = ax.scatter(max(r["seconds_per_image"], 1e-4), r["psnr"], marker=style[r["key"]],
+                           color=colors.get(r["family"], "k"), s=42, edgecolor="k", linewidth=0.5)
+            handles.setdefault(r["key"], (h, r["method"]))
+        ax.set_xscale("log")
+        ax.set_title(tname, fontsize=9)
+        ax.set_xlabel("seconds / image", fontsize=8)
+        ax.set_ylabel("PSNR (dB)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(tasks):]:
+        ax.set_axis_off()
+    fig.legend([h for h, _ in handles.values()], [n for _, n in handles.values()], loc="outside lower center",
+               ncol=min(4, len(handles)), fontsize=7, frameon=False)
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)

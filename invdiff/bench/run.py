@@ -1,0 +1,183 @@
+"""The task benchmark's run: every method on every task at one budget of network calls, scored against the truth.
+
+Every method gets the prior wrapped in one :class:`~invdiff.bench.counting.CountingDenoiser`, the
+task's operator, the same measurement and the same budget; what is measured and how is stated
+once, in :data:`invdiff.bench.report.METHODOLOGY`. :func:`run_benchmark` returns rows;
+:mod:`invdiff.bench.report` writes them and :mod:`invdiff.bench.cli` is the command line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+
+import torch
+from torch import Tensor
+
+from invdiff import metrics
+from invdiff.bench.counting import CountingDenoiser
+from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
+from invdiff.bench.memory import PeakMemory
+from invdiff.bench.methods import get_method, hparams
+from invdiff.bench.tasks import get_task, measure, test_images, test_volumes
+
+PLANES = {"axial": 2, "coronal": 3, "sagittal": 4}  # the axis held fixed, in (B, C, D, H, W)
+
+
+def plane_psnr(x: Tensor, ref: Tensor, axis: int) -> float:
+    """Mean PSNR (data range 1) over the 2D slices of volumes ``(B, C, D, H, W)`` taken along ``axis`` (2, 3 or 4).
+
+    .. math:: \\frac{1}{B n} \\sum_{b, s} \\mathrm{PSNR}(x_{b, s}, r_{b, s}), \\quad s \\text{ the slices along axis}
+    """
+    xs = x.movedim(axis, 1).flatten(0, 1)  # (B * n_slices, C, ., .)
+    rs = ref.movedim(axis, 1).flatten(0, 1)
+    return float(metrics.psnr(xs, rs, data_range=1.0).mean())
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+def _score(task, m, key: str, params: dict, out, x: Tensor, nfe: int, seconds: float, counting: CountingDenoiser,
+           peak_mb: float) -> tuple[dict, list[dict]]:
+    """One method's row (the fields of :data:`~invdiff.bench.report.CSV_FIELDS`) and its per-image rows."""
+    est = out.x.detach().to(torch.float32).reshape(x.shape)
+    B = x.shape[0]
+    ps = metrics.psnr(est, x, data_range=1.0).tolist()
+    ss = metrics.ssim(est, x, data_range=1.0).tolist()
+    cov = float("nan")
+    if out.samples is not None and out.samples.shape[0] >= 2:
+        smp = out.samples.detach().to(torch.float32).reshape(out.samples.shape[0], *x.shape)
+        cov = sum(metrics.coverage(smp[:, b], x[b], level=0.9) for b in range(B)) / B
+    row = {
+        "task": task.name, "method": m.name, "key": key, "family": m.family, "images": B, "nfe_budget": nfe,
+        "seconds_per_image": seconds / B, "calls_per_image": counting.calls,
+        "evals_per_image": counting.evaluations / B, "peak_mem_mb": peak_mb, "coverage90": cov,
+        "params": ", ".join(f"{k}={v}" for k, v in params.items()),
+    }
+    row["psnr"], row["psnr_sd"] = _mean_sd(ps)
+    row["ssim"], row["ssim_sd"] = _mean_sd(ss)
+    if task.volume:
+        for plane, axis in PLANES.items():
+            row[f"psnr_{plane}"] = plane_psnr(est, x, axis)
+    per_image = [{"task": task.name, "key": key, "image": b, "psnr": ps[b], "ssim": ss[b]} for b in range(B)]
+    return row, per_image
+
+
+def run_benchmark(task_names, method_keys, n_images: int = 4, nfe: int = 100, prior=None, device: str = "cpu",
+                  seed: int = 0, params_override: dict | None = None, images: Tensor | None = None,
+                  log=print) -> tuple[list[dict], list[dict], list[str]]:
+    """Run every method on every task.
+
+    ``params_override`` maps a method key to hyperparameters that replace the tuned ones;
+    ``images`` replaces the test images of 2D tasks (the tuning script passes the tuning images).
+
+    Returns
+    -------
+    rows : list of dict
+        One row per task and method (the fields of :data:`~invdiff.bench.report.CSV_FIELDS`).
+    per_image : list of dict
+        ``task, key, image, psnr, ssim`` per test image.
+    skipped : list of str
+        ``task / method: reason`` for every combination that did not run.
+    """
+    prior = load_prior(DEFAULT_PRIOR, device) if prior is None else prior
+    counting = CountingDenoiser(prior).to(device)
+    rows, per_image, skipped = [], [], []
+    for tname in task_names:
+        task = get_task(tname)
+        try:
+            op = task.operator().to(device)
+        except Exception as err:  # noqa: BLE001 - an operator that cannot be built skips its task
+            skipped.append(f"{tname} / all methods: operator not available ({type(err).__name__}: {err})")
+            log(f"[{tname}] skipped: {err}")
+            continue
+        if task.volume:
+            x = test_volumes(max(1, n_images // 4)).to(device)
+        else:
+            x = (test_images(n_images) if images is None else images).to(device)
+        y = measure(op, x, seed=seed)
+        log(f"[{tname}] {task.description}; {x.shape[0]} test item(s), noise std {task.noise_std():.4g}, NFE {nfe}")
+        for key in method_keys:
+            m = get_method(key)
+            reason = m.available() or m.applies(task, op)
+            if reason:
+                skipped.append(f"{tname} / {m.name}: {reason}")
+                continue
+            params = hparams(key, task.group)
+            if params_override and key in params_override:
+                params.update(params_override[key])
+            counting.reset()
+            try:
+                with PeakMemory(device) as mem:
+                    t0 = time.perf_counter()
+                    out = m.run(counting, op, y, nfe, seed, dict(params))
+                    if str(device).startswith("cuda"):
+                        torch.cuda.synchronize()
+                    seconds = time.perf_counter() - t0
+            except Exception as err:  # noqa: BLE001 - one failing method must not stop the benchmark
+                skipped.append(f"{tname} / {m.name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+                log(f"  {m.name:<34} FAILED: {type(err).__name__}: {err}")
+                if os.environ.get("INVDIFF_BENCH_TRACEBACK"):
+                    traceback.print_exc()
+                continue
+            row, per = _score(task, m, key, params, out, x, nfe, seconds, counting, mem.peak_mb)
+            rows.append(row)
+            per_image += per
+            cov = row["coverage90"]
+            extra = f"  cov90 {cov:.2f}" if math.isfinite(cov) else ""
+            log(f"  {m.name:<34} PSNR {row['psnr']:6.2f} +- {row['psnr_sd']:4.2f}  SSIM {row['ssim']:.3f}  "
+                f"{row['seconds_per_image']:7.2f} s/img  calls {counting.calls:4d}  evals/img "
+                f"{row['evals_per_image']:6.0f}  mem {mem.peak_mb:7.1f} MB{extra}")
+    return rows, per_image, skipped
+
+
+def _worker(args: tuple) -> tuple[list[dict], list[dict], list[str], list[str]]:
+    """One task in a worker process (``--jobs``): returns its rows and its log lines."""
+    tname, method_keys, n_images, nfe, prior_spec, device, seed = args
+    torch.set_num_threads(1)
+    lines: list[str] = []
+    rows, per_image, skipped = run_benchmark([tname], method_keys, n_images=n_images, nfe=nfe,
+                                             prior=load_prior(prior_spec, device), device=device, seed=seed,
+                                             log=lines.append)
+    return rows, per_image, skipped, lines
+
+
+def run_parallel(task_names, method_keys, n_images, nfe, prior_spec, device, seed, jobs, log=print):
+    """:func:`run_benchmark` with the tasks spread over ``jobs`` worker processes (one thread each).
+
+    Rows come back in the order of ``task_names``; timings are taken with the other workers running.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    work = [(t, list(method_keys), n_images, nfe, prior_spec, device, seed) for t in task_names]
+    rows, per_image, skipped = [], [], []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        for r, p, s, lines in pool.map(_worker, work):
+            for line in lines:
+                log(line)
+            rows += r
+            per_image += p
+            skipped += s
+    return rows, per_image, skipped
+
+
+def exact_posterior_rows(quick: bool, log=print) -> tuple[list[dict] | None, str | None]:
+    """:func:`invdiff.bench.exact_posterior.run` (``quick``): its rows and a Markdown note (summary and table).
+
+    A failure of that benchmark is reported in the note and does not stop the task benchmark.
+    """
+    from invdiff.bench import exact_posterior
+
+    log("[exact-posterior] Gaussian-mixture prior, exact posterior samples as reference")
+    try:
+        rows = list(exact_posterior.run(quick, log=lambda m: log("  " + m)))
+    except Exception as err:  # noqa: BLE001 - reported in RESULTS.md, the task rows are still written
+        return None, f"Exact-posterior benchmark failed: {type(err).__name__}: {err}"
+    doc = (exact_posterior.__doc__ or "").strip().split("\n\n")[0]
+    text = exact_posterior.table(rows)
+    return rows, (doc + "\n\n" + text) if doc else text
