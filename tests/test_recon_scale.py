@@ -47,3 +47,19 @@ def test_prior_upper_reads_the_data_range():
     with pytest.raises(ValueError, match="data_range"):
         scale.prior_upper(P())
     assert math.isclose(scale.mad_std(torch.tensor([0.0, 1.0, 2.0])), 1.4826)
+
+
+def test_sinogram_noise_std_uses_air_cells_and_falls_back_to_all_cells():
+    g = torch.Generator().manual_seed(2)
+    det = torch.arange(128, dtype=torch.float64)
+    # a sharp-edged object in the middle third of the detector: its edges inflate a global MAD
+    obj = ((det > 40) & (det < 88)).double() * 5.0 + ((det > 55) & (det < 70)).double() * 3.0
+    s = 0.02
+    y = obj.repeat(90, 1) + s * torch.randn(90, 128, generator=g, dtype=torch.float64)
+    est, how = scale.sinogram_noise_std(y)
+    assert est == pytest.approx(s, rel=0.05) and "air cells" in how
+    filled = y[:, 40:88]  # an object that fills the field of view: no air, the global estimate is used
+    est2, how2 = scale.sinogram_noise_std(filled)
+    assert "only 0 air cells" in how2 and est2 > 0
+    with pytest.raises(ValueError, match="7 detector cells"):
+        scale.sinogram_noise_std(torch.zeros(3, 5))

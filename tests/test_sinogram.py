@@ -197,8 +197,8 @@ def test_noise_and_scale_sources_are_reported_and_used(tmp_path):
     del meta["noise_std"]
     r3 = reconstruct_sinogram(y, meta)
     assert "estimated" in r3.noise_how
-    # the robust estimate is within a factor 3 of the true level on this piecewise-constant phantom
-    assert sigma / 3 < r3.noise_std < 3 * sigma
+    # estimated in air: ~2000 cells give the MAD a relative s.d. of about 3 %; the global MAD was 2.1x too high
+    assert "air cells" in r3.noise_how and r3.noise_std == pytest.approx(sigma, rel=0.15)
 
 
 def test_cli_scale_and_noise_options_reach_the_solver(tmp_path, capsys):

@@ -16,7 +16,7 @@ are, nothing is simulated:
    a prior) unless the caller gives it (``--scale``);
 3. noise: the std ``sigma`` of the measurement noise is taken from the caller (``--noise-std``), else
    from the file (``noise_std``), else estimated on the data by the MAD of the sinogram's second
-   difference along the detector (:func:`invdiff.recon.scale.second_difference_noise_std`);
+   difference along the detector in air (:func:`invdiff.recon.scale.sinogram_noise_std`);
 4. the solver runs on the slices as a batch; the result ``(slices, 1, H, W)`` is multiplied back
    by ``s``.
 
@@ -37,7 +37,7 @@ from torch import Tensor
 from invdiff.operators import CT
 from invdiff.operators.functional.astra_geometry import to_json
 from invdiff.recon.scale import (IntensityScale, given_scale, match_data_range, prior_upper,
-                                 second_difference_noise_std)
+                                 sinogram_noise_std)
 from invdiff.utils import check_finite
 
 
@@ -146,8 +146,7 @@ def reconstruct_sinogram(sinogram: Tensor, meta: dict, solver=None, scale: float
     elif meta.get("noise_std") is not None:
         sigma, how = float(meta["noise_std"]), "from the file's noise_std attribute"
     else:
-        sigma = second_difference_noise_std(y, dim=-1)
-        how = "estimated on the data (1.4826 x MAD of the second difference along the detector / sqrt 6)"
+        sigma, how = sinogram_noise_std(y)
     if not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"noise_std: expected a non-negative finite number, got {sigma!r}")
     lines.append(f"noise: std {sigma:.4g} (sinogram units), {how}")
