@@ -1,4 +1,9 @@
-"""Train invdiff's shipped prior "phantom-ct-64": an EDM-preconditioned UNet on random-ellipse phantoms.
+"""Train invdiff's shipped priors: an EDM-preconditioned UNet on random phantoms.
+
+``--dims 2`` (default) trains "phantom-ct-64" on 64x64 random-ellipse phantoms (``data.ellipses``);
+``--dims 3`` trains the native 3D prior "phantom-ct-3d" on random crops (``--crop``, default 32^3) of
+3D ellipsoid phantoms (``data.ellipsoids(--volume)``, default 32x64x64). Training volumes use seeds
+``>= 1_000_000`` (``TRAIN_SEED_OFFSET``), so small seeds stay held out for tests.
 
 Resumable: the run directory keeps ``checkpoint.pt`` (plain state dicts, loadable with
 ``torch.load(weights_only=True)``) and ``loss.csv``; run the same command again to continue.
@@ -6,9 +11,11 @@ The EMA weights are exported every ``--export-every`` steps and at the end, as s
 
     python data_scripts/train_prior.py --minutes 90
     python data_scripts/train_prior.py --minutes 30          # continues where it stopped
+    python data_scripts/train_prior.py --dims 3 --threads 1 --minutes 80   # the 3D prior
 
 Training recipe (EDM, Karras et al. 2022): sigma ~ LogNormal(P_mean=-1.2, P_std=1.2), loss weight
-lambda(sigma) = (sigma^2 + s_d^2) / (sigma s_d)^2, Adam, horizontal flips, EMA of the weights.
+lambda(sigma) = (sigma^2 + s_d^2) / (sigma s_d)^2, Adam, EMA of the weights; horizontal flips (2D),
+random crops and flips along each axis (3D).
 """
 
 from __future__ import annotations
@@ -23,21 +30,28 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from invdiff.data.phantoms import ellipses
+from invdiff.data.phantoms import ellipses, ellipsoids
 from invdiff.priors.edm import EDMDenoiser
 from invdiff.priors.unet import UNet, UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SEED_OFFSET = 1_000_000  # 3D training volume k has seed TRAIN_SEED_OFFSET + k; tests use smaller seeds
+DEFAULT_NAME = {2: "phantom-ct-64", 3: "phantom-ct-3d"}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "invdiff/priors/weights/phantom-ct-64.safetensors"))
-    p.add_argument("--run-dir", default=str(ROOT / "runs/phantom-ct-64"))
+    p.add_argument("--dims", type=int, default=2, choices=(2, 3), help="2: images, 3: volumes")
+    p.add_argument("--name", default=None, help="prior name (default: phantom-ct-64 / phantom-ct-3d by --dims)")
+    p.add_argument("--out", default=None, help="default: invdiff/priors/weights/<name>.safetensors")
+    p.add_argument("--run-dir", default=None, help="default: runs/<name>")
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
     p.add_argument("--max-steps", type=int, default=1_000_000)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--size", type=int, default=64, help="2D image size")
+    p.add_argument("--volume", default="32,64,64", help="3D: D,H,W of each ellipsoid phantom")
+    p.add_argument("--crop", default="32,32,32", help="3D: D,H,W of the random training crops")
+    p.add_argument("--crops-per-volume", type=int, default=2, help="3D: crops taken from each phantom")
     p.add_argument("--channels", default="32,64,96")
     p.add_argument("--blocks", type=int, default=1)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -50,7 +64,51 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=20261123)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.name = args.name or DEFAULT_NAME[args.dims]
+    args.out = args.out or str(ROOT / f"invdiff/priors/weights/{args.name}.safetensors")
+    args.run_dir = args.run_dir or str(ROOT / f"runs/{args.name}")
+    if args.dims == 3:
+        args.volume, args.crop = _shape3(args.volume, "--volume"), _shape3(args.crop, "--crop")
+        if any(c > v for c, v in zip(args.crop, args.volume)):
+            p.error(f"--crop {args.crop} must fit inside --volume {args.volume}")
+        if args.crops_per_volume < 1 or args.batch % args.crops_per_volume:
+            p.error(f"--crops-per-volume {args.crops_per_volume} must be >= 1 and divide --batch {args.batch}")
+    return args
+
+
+def _shape3(text: str, arg: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 2:
+        raise SystemExit(f"{arg}: expected three sizes D,H,W >= 2, got {text!r}")
+    return shape
+
+
+def batch_2d(args, g: torch.Generator) -> torch.Tensor:
+    """``(B, 1, H, W)`` random-ellipse phantoms, each flipped left-right with probability 1/2."""
+    x0 = ellipses(args.batch, args.size, generator=g)
+    flip = torch.rand(args.batch, generator=g) < 0.5
+    return torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+
+
+def batch_3d(args, g: torch.Generator, step: int) -> torch.Tensor:
+    """``(B, 1, *crop)``: ``crops_per_volume`` random crops of each of ``B / crops_per_volume`` ellipsoid
+    phantoms (seeds ``TRAIN_SEED_OFFSET + step * n + i``, never reused), each flipped along every axis
+    with probability 1/2."""
+    n = args.batch // args.crops_per_volume
+    crops = []
+    for i in range(n):
+        vol = ellipsoids(args.volume, seed=TRAIN_SEED_OFFSET + step * n + i)[0]
+        for _ in range(args.crops_per_volume):
+            start = [int(torch.randint(0, v - c + 1, (), generator=g)) for v, c in zip(args.volume, args.crop)]
+            crop = vol[:, start[0]:start[0] + args.crop[0], start[1]:start[1] + args.crop[1],
+                       start[2]:start[2] + args.crop[2]]
+            flips = [d + 1 for d in range(3) if bool(torch.rand((), generator=g) < 0.5)]
+            crops.append(crop.flip(flips) if flips else crop)
+    return torch.stack(crops)
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -66,9 +124,10 @@ def main(argv=None) -> None:
     dev = torch.device(args.device)
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    cfg = UNetConfig(channels=tuple(int(c) for c in args.channels.split(",")), blocks_per_level=args.blocks)
-    model = EDMDenoiser(UNet(cfg), sigma_data=args.sigma_data, name="phantom-ct-64").to(dev)
-    ema = EDMDenoiser(UNet(cfg), sigma_data=args.sigma_data, name="phantom-ct-64").to(dev)
+    cfg = UNetConfig(channels=tuple(int(c) for c in args.channels.split(",")), blocks_per_level=args.blocks,
+                     dims=args.dims)
+    model = EDMDenoiser(UNet(cfg), sigma_data=args.sigma_data, name=args.name).to(dev)
+    ema = EDMDenoiser(UNet(cfg), sigma_data=args.sigma_data, name=args.name).to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -84,7 +143,8 @@ def main(argv=None) -> None:
         step, seconds = int(state["step"]), float(state["seconds"])
         print(f"resumed from {ckpt} at step {step} ({seconds / 60:.1f} min trained)")
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"UNet {cfg.channels} x{cfg.blocks_per_level}: {n_params / 1e6:.2f} M parameters, device {dev}")
+    print(f"UNet dims={cfg.dims} {cfg.channels} x{cfg.blocks_per_level}: {n_params / 1e6:.2f} M parameters, "
+          f"device {dev}, {torch.get_num_threads()} threads")
 
     log_path = run / "loss.csv"
     new_log = not log_path.exists()
@@ -93,11 +153,17 @@ def main(argv=None) -> None:
     if new_log:
         writer.writerow(["step", "seconds", "loss"])
 
+    if args.dims == 2:
+        train_info = {"train_data": "invdiff.data.ellipses"}
+    else:
+        train_info = {"train_data": "invdiff.data.ellipsoids", "train_volume": list(args.volume),
+                      "train_crop": list(args.crop), "train_seed_offset": TRAIN_SEED_OFFSET}
+
     def save_all():
         atomic_torch_save({"model": model.net.state_dict(), "ema": ema.net.state_dict(), "opt": opt.state_dict(),
                            "rng": g.get_state(), "step": step, "seconds": seconds}, ckpt)
         ema.save(args.out, overwrite=True, extra={"train_steps": step, "train_seconds": round(seconds, 1),
-                                                  "train_batch": args.batch, "train_data": "invdiff.data.ellipses"})
+                                                  "train_batch": args.batch} | train_info)
         log.flush()
 
     budget = args.minutes * 60
@@ -106,12 +172,10 @@ def main(argv=None) -> None:
     bar = tqdm(total=args.max_steps, initial=step, desc="train", unit="step", mininterval=5)
     while step < args.max_steps and time.perf_counter() - t_start < budget:
         t0 = time.perf_counter()
-        x0 = ellipses(args.batch, args.size, generator=g)
-        flip = torch.rand(args.batch, generator=g) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0).to(dev)
+        x0 = (batch_2d(args, g) if args.dims == 2 else batch_3d(args, g, step)).to(dev)
         sigma = torch.exp(args.p_mean + args.p_std * torch.randn(args.batch, generator=g)).to(dev)
         noise = torch.randn(x0.shape, generator=g).to(dev)
-        s = sigma[:, None, None, None]
+        s = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
         weight = (s**2 + args.sigma_data**2) / (s * args.sigma_data) ** 2
         D = model(x0 + s * noise, sigma)
         loss = (weight * (D - x0) ** 2).mean()
@@ -127,7 +191,7 @@ def main(argv=None) -> None:
                 pe.lerp_(pm, 1 - decay)
         step += 1
         seconds += time.perf_counter() - t0
-        running.append(float(loss))
+        running.append(float(loss.detach()))
         if not math.isfinite(running[-1]):
             raise FloatingPointError(f"training diverged at step {step}: loss {running[-1]}")
         if step % 50 == 0:
