@@ -197,6 +197,7 @@ def main(argv=None) -> None:
         if step % 50 == 0:
             writer.writerow([step, round(seconds, 2), round(sum(running) / len(running), 5)])
             bar.set_postfix(loss=f"{sum(running) / len(running):.4f}")
+            log.flush()
             running = []
         if step % args.export_every == 0:
             save_all()

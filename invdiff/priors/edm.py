@@ -70,6 +70,11 @@ class EDMDenoiser(dinv.models.Denoiser):
         """Spatial sizes the network accepts are multiples of this (``2^(len(channels) - 1)``)."""
         return 2 ** (len(self.net.config.channels) - 1)
 
+    @property
+    def spatial_dims(self) -> int:
+        """Spatial axes of the inputs the network takes: 2 for ``(B, C, H, W)``, 3 for ``(B, C, D, H, W)``."""
+        return self.net.config.dims
+
     def forward(self, x: Tensor, sigma: Tensor | float, *args, **kwargs) -> Tensor:
         sigma = as_sigma(sigma, x).to(torch.float32)
         s = append_dims(sigma, x.ndim)

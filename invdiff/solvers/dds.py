@@ -42,8 +42,11 @@ def normal_operator(op, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
 
 
 def slice_prior(prior, chunk: int) -> SliceDenoiser:
-    """The 2D ``prior`` applied to volumes slice by slice (``chunk`` slices per network call)."""
-    return prior if isinstance(prior, SliceDenoiser) else SliceDenoiser(prior, chunk=chunk)
+    """The 2D ``prior`` applied to volumes slice by slice (``chunk`` slices per network call);
+    a native volume prior (``prior.spatial_dims == 3``) is returned as it is."""
+    if isinstance(prior, SliceDenoiser) or getattr(prior, "spatial_dims", 2) == 3:
+        return prior
+    return SliceDenoiser(prior, chunk=chunk)
 
 
 def check_tv_args(tv_weight, rho, gamma) -> tuple[float, float, float]:
