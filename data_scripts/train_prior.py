@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--blocks", type=int, default=1)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--decay-steps", type=int, default=0,
+                   help="cosine-anneal the learning rate to 0 over the last N steps before --max-steps (0: constant)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--p-mean", type=float, default=-1.2)
     p.add_argument("--p-std", type=float, default=1.2)
@@ -64,6 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=20261123)
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="only draw <run-dir>/loss.csv into this figure (and copy the CSV beside it), then exit")
     args = p.parse_args(argv)
     args.name = args.name or DEFAULT_NAME[args.dims]
     args.out = args.out or str(ROOT / f"invdiff/priors/weights/{args.name}.safetensors")
@@ -117,8 +121,47 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def lr_decay(step: int, max_steps: int, decay_steps: int) -> float:
+    """Learning-rate factor: 1, then ``(1 + cos(pi t)) / 2`` for ``t`` from 0 to 1 over the last ``decay_steps``."""
+    start = max_steps - decay_steps
+    if decay_steps <= 0 or step < start:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / decay_steps)))
+
+
+def plot_loss(csv_path: Path, png: Path) -> None:
+    """The training loss (each point the mean over 50 steps) against the step, log-scaled; copies the CSV
+    next to the figure (``<png stem>.csv``). Both written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        raise SystemExit(f"{csv_path}: no loss rows yet")
+    steps = [int(r["step"]) for r in rows]
+    loss = [float(r["loss"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, loss, lw=1)
+    ax.set(xlabel="step", ylabel="EDM-weighted loss (mean of 50 steps)", yscale="log",
+           title=f"{png.stem}: {steps[-1]} steps, {float(rows[-1]['seconds']) / 60:.0f} min")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png.with_name(png.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+    tmp_csv = png.with_suffix(".csv.tmp")
+    tmp_csv.write_text(Path(csv_path).read_text())
+    os.replace(tmp_csv, png.with_suffix(".csv"))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.plot:
+        plot_loss(Path(args.run_dir) / "loss.csv", Path(args.plot))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -180,7 +223,7 @@ def main(argv=None) -> None:
         D = model(x0 + s * noise, sigma)
         loss = (weight * (D - x0) ** 2).mean()
         for group in opt.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup) * lr_decay(step, args.max_steps, args.decay_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
