@@ -6,7 +6,7 @@ import deepinv as dinv
 import pytest
 import torch
 
-from invdiff import solvers
+from invdiff import data, metrics, priors, solvers
 from invdiff.priors import EDMDenoiser, GaussianPrior, TiledDenoiser, UNet, UNetConfig
 from invdiff.priors.tiled import tile_starts
 from invdiff.solvers.dds import slice_prior
@@ -186,3 +186,43 @@ def test_solvers_run_a_3d_network_prior_on_volumes(name, tiled):
     assert seen and all(len(s) == 5 for s in seen)
     if tiled:  # 6x12x10 in 8^3 tiles: depth fits (6), H and W need two tiles each
         assert all(tuple(s[2:]) == (6, 8, 8) for s in seen)
+
+
+# --------------------------------------------------------------------------- the training script
+def _train_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data_scripts" / "train_prior.py"
+    spec = importlib.util.spec_from_file_location("train_prior", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_train_script_keeps_its_2d_defaults():
+    t = _train_script()
+    a = t.parse_args([])
+    assert (a.dims, a.name, a.size, a.batch, a.channels) == (2, "phantom-ct-64", 64, 16, "32,64,96")
+    assert a.out.endswith("invdiff/priors/weights/phantom-ct-64.safetensors") and a.run_dir.endswith("runs/phantom-ct-64")
+    b = t.parse_args(["--dims", "3"])
+    assert b.name == "phantom-ct-3d" and b.volume == (32, 64, 64) and b.crop == (32, 32, 32)
+    with pytest.raises(SystemExit):
+        t.parse_args(["--dims", "3", "--crop", "40,32,32"])  # larger than the volume
+
+
+def test_train_script_trains_a_3d_prior_and_resumes(tmp_path):
+    t = _train_script()
+    out = tmp_path / "p3.safetensors"
+    common = ["--dims", "3", "--channels", "8,16", "--batch", "2", "--volume", "8,16,16", "--crop", "8,8,8",
+              "--out", str(out), "--run-dir", str(tmp_path / "run"), "--threads", "1", "--device", "cpu"]
+    t.main(common + ["--max-steps", "2"])
+    t.main(common + ["--max-steps", "3"])  # continues from the checkpoint at step 2
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3
+    D = priors.load(out)
+    assert D.spatial_dims == 3 and D.name == "phantom-ct-3d"
+    with torch.no_grad():
+        assert D(torch.rand(1, 1, 8, 12, 10), 0.3).shape == (1, 1, 8, 12, 10)
+    b = t.batch_3d(t.parse_args(common), torch.Generator().manual_seed(0), step=0)
+    assert b.shape == (2, 1, 8, 8, 8) and 0 <= b.min() and b.max() <= 1
