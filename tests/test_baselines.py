@@ -119,7 +119,7 @@ def test_method_table_and_one_call_reconstruct():
     for name in ("dps", "reddiff", "fbp", "zerofilled", "tv", "cg"):
         assert name in SOLVERS and isinstance(SOLVERS[name], type)
     assert {"smc", "mbir", "dds"} <= set(SOLVERS)
-    assert SOLVERS["RED-Diff"] is SOLVERS["reddiff"]
+    assert get_solver("RED-Diff") is SOLVERS["reddiff"] and get_solver("AFDPS") is SOLVERS["smc"]
     r = invdiff.reconstruct(y, op, method="fbp")
     assert torch.equal(r.mean, op.A_dagger(y))
     r = invdiff.reconstruct(y, op, None, "cg", iters=5)

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.base import Reconstruction, Solver, check_positive_float, check_positive_int
+from invdiff.solvers.base import Reconstruction, Solver
 from invdiff.solvers.cg import cg
+from invdiff.validate import check_positive_float, check_positive_int
 
 
 def _require_linear(op) -> None:

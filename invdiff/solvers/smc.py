@@ -106,12 +106,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.base import (Reconstruction, Solver, check_measurement, check_positive_float, check_positive_int,
-                                  make_generator, sigma_range)
+from invdiff.solvers.base import Reconstruction, Solver, make_generator, sigma_range
 from invdiff.solvers.cg import cg
 from invdiff.solvers.schedules import karras_sigmas
 from invdiff.solvers.smc_utils import ess, flat_indices, systematic_resample, weighted_moments
 from invdiff.utils import append_dims, measurement_noise_std
+from invdiff.validate import check_measurement, check_positive_float, check_positive_int, check_unit_interval
 
 __all__ = ["SMC"]
 
@@ -198,9 +198,7 @@ class SMC(Solver):
         if proposal not in _PROPOSALS[tilt]:
             raise ValueError(f"proposal: expected one of {_PROPOSALS[tilt]} with tilt={tilt!r}, got {proposal!r}")
         self.tilt, self.proposal = tilt, proposal
-        self.ess_threshold = check_positive_float("ess_threshold", ess_threshold, allow_zero=True)
-        if self.ess_threshold > 1:
-            raise ValueError(f"ess_threshold: expected a number in [0, 1], got {ess_threshold!r}")
+        self.ess_threshold = check_unit_interval("ess_threshold", ess_threshold)
         self.adapt_prior_std = isinstance(prior_std, str)
         if self.adapt_prior_std:
             if prior_std != "auto":
@@ -315,7 +313,7 @@ class SMC(Solver):
             want_grad = self.proposal == "gradient" and sigma_next > 0 and self.guidance_scale > 0
             with torch.enable_grad() if want_grad else torch.no_grad():
                 xg = x.detach().requires_grad_(want_grad)
-                x0_hat = self.denoise(xg, sigma)
+                x0_hat = self.denoise(xg, sigma, grad=want_grad)
                 if not particle_tilt and self.adapt_prior_std and eps is not None:
                     # 1a. c^2 from the last move: A (x0_hat - x0_prev) ~ J A eps, J = c^2 / (c^2 + sigma^2)
                     Ae = op.A(eps).to(dt)
