@@ -12,6 +12,7 @@ from invdiff.bench.exact_posterior import make_problem, score
 from invdiff.operators import Inpainting
 from invdiff.priors.analytic import GaussianPrior
 from invdiff.solvers.smc import SMC
+from invdiff.solvers.smc_gauss import GaussianSteps
 from invdiff.solvers.smc_utils import ess, flat_indices, systematic_resample, weighted_moments
 
 S_Y = 0.05
@@ -69,7 +70,7 @@ def test_weighted_moments():
 def test_gaussian_steps_exact():
     """The CG-based Gaussian step draws N(m, v2 I) exp(-|r - a A (x - m)|^2 / (2 S)) and its log-normaliser exactly."""
     op = dense_op(6, noise_std=0.1)
-    smc = SMC(GaussianPrior(torch.zeros(1, 4, 4), 1.0), particles=2, steps=1)
+    gs = GaussianSteps(op, iters=50, tol=1e-10)
     v2, a, S, n = 0.3, 0.7, 0.02, 20000
     g = torch.Generator().manual_seed(1)
     y = torch.randn(1, 6, generator=g, dtype=torch.float64)
@@ -79,15 +80,15 @@ def test_gaussian_steps_exact():
     C = torch.linalg.inv(P)
     r = y - a * op.A(m)
     mu_true = m.flatten() + C @ (a * A.T @ r.flatten() / S)
-    mu, log_Z = smc._gauss_mean(op, m, r, v2, a, S)
+    mu, log_Z = gs.mean(m, r, v2, a, S)
     assert torch.allclose(mu.flatten(), mu_true, atol=1e-8)
     # log Z = log N(r; 0, S I + a^2 v2 A A^T) up to a constant independent of r
     G = S * torch.eye(6, dtype=torch.float64) + a * a * v2 * A @ A.T
     r2 = r + 0.3
-    _, log_Z2 = smc._gauss_mean(op, m, r2, v2, a, S)
+    _, log_Z2 = gs.mean(m, r2, v2, a, S)
     ref = lambda q: -0.5 * q.flatten() @ torch.linalg.solve(G, q.flatten())
     assert float(log_Z2 - log_Z) == pytest.approx(float(ref(r2) - ref(r)), rel=1e-8)
-    eps = smc._gauss_noise(op, m.expand(n, 1, 4, 4), y.expand(n, 6), v2, a, S, g).reshape(n, 16)
+    eps = gs.noise(m.expand(n, 1, 4, 4), y.expand(n, 6), v2, a, S, g).reshape(n, 16)
     assert eps.mean(0).abs().max() < 5 * C.diagonal().max().sqrt() / math.sqrt(n)
     cov = eps.T @ eps / n
     assert (cov - C).abs().max() < 6 * C.diagonal().max() * math.sqrt(2 / n)
