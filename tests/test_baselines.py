@@ -130,3 +130,25 @@ def test_method_table_and_one_call_reconstruct():
         get_solver("magic")
     with pytest.raises(TypeError, match="prior"):
         invdiff.reconstruct(y, op, method="dps")
+
+
+def test_one_validator_module_for_operators_and_solvers():
+    """The operators' checks are invdiff.validate's (operators/_checks.py only re-exports them), and every
+    error names the argument, the value given and what was expected."""
+    from invdiff import validate
+    from invdiff.operators import _checks
+
+    assert _checks.check_noise_std is validate.check_noise_std and _checks.check_img_size is validate.check_img_size
+    cases = [(lambda: validate.check_positive_int("steps", 0), ValueError, r"steps: expected an integer >= 1, got 0"),
+             (lambda: validate.check_positive_float("lr", "fast"), TypeError, r"lr: expected a number, got 'fast'"),
+             (lambda: validate.check_unit_interval("eta", 2), ValueError, r"eta: expected a number in \[0, 1\], got 2"),
+             (lambda: validate.check_choice("mode", "x", ("pc", "dds")), ValueError,
+              r"mode: expected one of \('pc', 'dds'\), got 'x'"),
+             (lambda: validate.check_vp_chain(1000, 0.02, 1e-4), ValueError,
+              r"beta_start, beta_end: expected 0 < beta_start < beta_end < 1, got 0.02, 0.0001"),
+             (lambda: validate.check_tail_average(7, 5), ValueError, r"tail_average: expected an integer in \[1, steps=5\]"),
+             (lambda: validate.check_noise_std(-1), ValueError, r"noise_std: expected a non-negative finite number, got -1"),
+             (lambda: validate.check_prior("net"), TypeError, r"prior: expected a denoiser .* got str")]
+    for call, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            call()

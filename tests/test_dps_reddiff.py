@@ -281,7 +281,8 @@ def test_overhead_benchmark_records_the_calls_it_replays():
     prior, _ = load_prior(torch.device("cpu"))
     y = op.A(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
     for cls, name, backward in ((DPS, "invdiff DPS", steps), (REDDiff, "invdiff RED-Diff", 0)):
-        with mock.patch.object(op, "A", wraps=op.A) as A, mock.patch.object(op, "A_adjoint", wraps=op.A_adjoint) as At, \
+        with mock.patch.object(op, "A", wraps=op.A) as A, \
+                mock.patch.object(op, "A_adjoint", wraps=op.A_adjoint) as At, \
                 mock.patch.object(op, "A_dagger", wraps=op.A_dagger) as Ad:
             r = cls(prior, steps=steps).reconstruct(y, op, progress=False)
         assert by[name]["nfe"] == r.nfe == steps, (name, by[name]["nfe"], r.nfe)

@@ -1,6 +1,6 @@
 """What every invdiff solver shares: the result type, seeding, timing, the counted call of the prior.
 
-Argument checks live in :mod:`invdiff.validate` (re-exported here for older imports).
+Argument checks live in :mod:`invdiff.validate`.
 
 A solver subclasses :class:`Solver` and implements :meth:`Solver._sample`, which draws one batch of
 reconstructions. :meth:`Solver.reconstruct` runs it (batched over ``n_samples`` where it can) and
@@ -19,8 +19,7 @@ from torch import Tensor
 
 from invdiff.priors.slice import SliceDenoiser
 from invdiff.solvers.schedules import vp_chain_sigmas
-from invdiff.validate import (check_measurement, check_positive_float, check_positive_int,  # noqa: F401
-                              check_prior, check_vp_chain)
+from invdiff.validate import check_measurement, check_positive_int, check_prior, check_vp_chain
 
 
 @dataclass
@@ -98,7 +97,8 @@ class Solver(dinv.models.Reconstructor):
         net = self.prior
         if x.ndim == 5 and self.chunk is not None:
             if self._prior3d is None:
-                self._prior3d = self.prior if isinstance(self.prior, SliceDenoiser) else SliceDenoiser(self.prior, chunk=self.chunk)
+                wrapped = isinstance(self.prior, SliceDenoiser)
+                self._prior3d = self.prior if wrapped else SliceDenoiser(self.prior, chunk=self.chunk)
             net = self._prior3d
             self.info["slice_evals"] = self.info.get("slice_evals", 0) + x.shape[0] * x.shape[2]
         self.nfe += 1

@@ -157,7 +157,8 @@ class DDSLoop(Solver):
                 x = x0_dc
             self.check_iterate("x", x, i)
             if callback is not None:
-                callback({"step": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "x0_hat": x0_hat, "x0_dc": x0_dc})
+                callback({"step": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "x0_hat": x0_hat,
+                          "x0_dc": x0_dc})
         if k_avg > 1:
             x = acc / k_avg
         return x.to(y.dtype)

@@ -370,7 +370,8 @@ class SMC(Solver):
             m = x0_hat + kappa * (x - x0_hat)  # E[x_{k+1} | x_k]
             v2 = kappa * h + (1 - kappa) ** 2 * tau2  # Var(x_{k+1} | x_k) with Cov(x0 | x_k) = tau_k^2 I
             if self.proposal == "gaussian":
-                # z ~ N(x0_hat, tau_k^2 I) N(y; A z, s^2 I), then the bridge x' ~ N((1 - kappa) z + kappa x_k, kappa h I)
+                # z ~ N(x0_hat, tau_k^2 I) N(y; A z, s^2 I),
+                # then the bridge x' ~ N((1 - kappa) z + kappa x_k, kappa h I)
                 mu_z, eps_z = gs.draw(x0_hat, yN - op.A(x0_hat).to(dt), yN, tau2, 1.0, s2, g)
                 eps = (1 - kappa) * eps_z + math.sqrt(kappa * h) * torch.randn(x.shape, generator=g, dtype=dt,
                                                                                device=dev)
