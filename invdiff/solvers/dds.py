@@ -110,9 +110,14 @@ class DDSLoop(Solver):
     """A solver that runs the DDS loop with its :class:`DDSConfig` ``config`` (DDS, DiffusionMBIR)."""
 
     config: DDSConfig
-    steps, eta, gamma, schedule = (_from_config(n) for n in ("steps", "eta", "gamma", "schedule"))
-    lambda_, noise_std, tail_average, clip_x0 = (_from_config(n) for n in ("lambda_", "noise_std", "tail_average",
-                                                                            "clip_x0"))
+    steps = _from_config("steps")
+    eta = _from_config("eta")
+    gamma = _from_config("gamma")
+    schedule = _from_config("schedule")
+    lambda_ = _from_config("lambda_")
+    noise_std = _from_config("noise_std")
+    tail_average = _from_config("tail_average")
+    clip_x0 = _from_config("clip_x0")
 
     def dds_loop(self, y: Tensor, op, admm: ADMMTVz, generator: torch.Generator, progress: bool,
                  callback: Callable[[dict], None] | None, desc: str = "DDS") -> Tensor:
