@@ -119,7 +119,7 @@ def test_method_table_and_one_call_reconstruct():
     for name in ("dps", "reddiff", "fbp", "zerofilled", "tv", "cg"):
         assert name in SOLVERS and isinstance(SOLVERS[name], type)
     assert {"smc", "mbir", "dds"} <= set(SOLVERS)
-    assert SOLVERS["RED-Diff"] is SOLVERS["reddiff"]
+    assert get_solver("RED-Diff") is SOLVERS["reddiff"] and get_solver("AFDPS") is SOLVERS["smc"]
     r = invdiff.reconstruct(y, op, method="fbp")
     assert torch.equal(r.mean, op.A_dagger(y))
     r = invdiff.reconstruct(y, op, None, "cg", iters=5)
@@ -130,3 +130,37 @@ def test_method_table_and_one_call_reconstruct():
         get_solver("magic")
     with pytest.raises(TypeError, match="prior"):
         invdiff.reconstruct(y, op, method="dps")
+
+
+def test_one_validator_module_for_operators_and_solvers():
+    """The operators' checks are invdiff.validate's (operators/_checks.py only re-exports them), and every
+    error names the argument, the value given and what was expected."""
+    from invdiff import validate
+    from invdiff.operators import _checks
+
+    assert _checks.check_noise_std is validate.check_noise_std and _checks.check_img_size is validate.check_img_size
+    cases = [(lambda: validate.check_positive_int("steps", 0), ValueError, r"steps: expected an integer >= 1, got 0"),
+             (lambda: validate.check_positive_float("lr", "fast"), TypeError, r"lr: expected a number, got 'fast'"),
+             (lambda: validate.check_unit_interval("eta", 2), ValueError, r"eta: expected a number in \[0, 1\], got 2"),
+             (lambda: validate.check_choice("mode", "x", ("pc", "dds")), ValueError,
+              r"mode: expected one of \('pc', 'dds'\), got 'x'"),
+             (lambda: validate.check_vp_chain(1000, 0.02, 1e-4), ValueError,
+              r"beta_start, beta_end: expected 0 < beta_start < beta_end < 1, got 0.02, 0.0001"),
+             (lambda: validate.check_tail_average(7, 5), ValueError, r"tail_average: expected an integer in \[1, steps=5\]"),
+             (lambda: validate.check_noise_std(-1), ValueError, r"noise_std: expected a non-negative finite number, got -1"),
+             (lambda: validate.check_prior("net"), TypeError, r"prior: expected a denoiser .* got str")]
+    for call, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            call()
+
+
+def test_tv_same_seed_same_result_whatever_the_global_generator():
+    """TV's step sizes come from deepinv's power method, which draws its start from the global generator;
+    the solver's seed must fix it, so the global state must not change the result."""
+    op = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=0.5, rng=torch.Generator().manual_seed(0))
+    y = op.A(torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
+    out = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        out.append(TV(weight=0.01, iters=30).reconstruct(y, op, seed=0, progress=False).mean)
+    assert torch.equal(out[0], out[1])

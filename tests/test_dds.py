@@ -9,6 +9,7 @@ import deepinv as dinv
 import pytest
 import torch
 
+from invdiff.operators import Inpainting
 from invdiff.priors import GaussianPrior
 from invdiff.solvers.dds import DDS
 
@@ -131,3 +132,37 @@ def test_mbir_dds_mode_takes_the_same_options_as_dds():
     for bad in ({"lambda_": 1.0}, {"tail_average": 2}):
         with pytest.raises(ValueError, match="mode='dds'"):
             DiffusionMBIR(gauss_prior(16), mode="pc", steps=8, **bad)
+
+
+def test_dds_settings_are_one_frozen_config_shared_with_diffusionmbir():
+    """DDS and DiffusionMBIR(mode="dds") read one checked DDSConfig: the same check and message in both,
+    the fraction of tail_average turned into a count, and the attributes are read-only views of it."""
+    import dataclasses
+
+    from invdiff.solvers.dds import DDSConfig
+    from invdiff.solvers.mbir3d import DiffusionMBIR
+
+    cfg = DDSConfig(steps=10, eta=0.5, gamma=None, tail_average=0.3)
+    assert cfg.gamma == math.inf and cfg.tail_average == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.eta = 0.1
+    for cls in (DDS, DiffusionMBIR):
+        with pytest.raises(ValueError, match=r"eta: expected a number in \[0, 1\], got 1.5"):
+            cls(gauss_prior(), eta=1.5)
+        with pytest.raises(ValueError, match=r"schedule: expected one of \('vp', 'karras'\), got 'cosine'"):
+            cls(gauss_prior(), schedule="cosine")
+    solver = DDS(gauss_prior(), steps=10, eta=0.5, tail_average=0.3)
+    assert solver.config == DDSConfig(steps=10, eta=0.5, gamma=1.0, tail_average=3)
+    assert (solver.steps, solver.eta, solver.tail_average) == (10, 0.5, 3)
+    with pytest.raises(AttributeError):
+        solver.eta = 0.1
+
+
+def test_gamma_of_is_the_noise_aware_weight():
+    """``gamma_t = sigma^2 / (lambda_ sigma_y^2)`` with ``sigma_y`` from the argument, else the operator."""
+    from invdiff.solvers.dds import DDSConfig
+
+    op = Inpainting((1, 4, 4), mask=0.5, noise_std=0.2, seed=0)
+    assert DDSConfig(steps=3, gamma=2.5).gamma_of(op, "DDS")(7.0) == 2.5
+    assert DDSConfig(steps=3, lambda_=4.0).gamma_of(op, "DDS")(3.0) == pytest.approx(9.0 / (4.0 * 0.04))
+    assert DDSConfig(steps=3, lambda_=4.0, noise_std=0.5).gamma_of(op, "DDS")(3.0) == pytest.approx(9.0 / 1.0)

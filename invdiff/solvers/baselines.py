@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.base import Reconstruction, Solver, check_positive_float, check_positive_int
+from invdiff.solvers.base import Reconstruction, Solver
 from invdiff.solvers.cg import cg
+from invdiff.validate import check_positive_float, check_positive_int
 
 
 def _require_linear(op) -> None:
@@ -164,7 +165,12 @@ class TV(_Baseline):
         nabla, nabla_adjoint = dinv.models.TVDenoiser.nabla, dinv.models.TVDenoiser.nabla_adjoint
         x = op.A_dagger(y)
         probe = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        L = float(op.compute_sqnorm(probe, max_iter=50, tol=1e-4, verbose=False))
+        # deepinv's power method starts from torch.randn_like (the global generator, whatever its state):
+        # seed a forked global generator from ours, so that the same seed gives the same result
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=x.device))
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            L = float(op.compute_sqnorm(probe, max_iter=50, tol=1e-4, verbose=False))
         if not (math.isfinite(L) and L > 0):
             raise ValueError(f"op: the operator norm estimate is {L!r}; expected a positive finite number")
         c = 1 / math.sqrt(L)

@@ -100,39 +100,52 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.base import (Reconstruction, Solver, check_measurement, check_positive_float, check_positive_int,
-                                  make_generator, sigma_range)
-from invdiff.solvers.cg import cg
+from invdiff.solvers.base import Reconstruction, Solver, make_generator, sigma_range
 from invdiff.solvers.schedules import karras_sigmas
+from invdiff.solvers.smc_gauss import GaussianSteps, col, dot, sqnorm
 from invdiff.solvers.smc_utils import ess, flat_indices, systematic_resample, weighted_moments
-from invdiff.utils import append_dims, measurement_noise_std
+from invdiff.utils import measurement_noise_std
+from invdiff.validate import check_measurement, check_positive_float, check_positive_int, check_unit_interval
 
 __all__ = ["SMC"]
 
 _PROPOSALS = {"tweedie": ("gaussian", "gradient", "prior"), "particle": ("gaussian", "euler")}
 
 
-def _sqnorm(x: Tensor) -> Tensor:
-    return (x * x).flatten(1).sum(1)
+@dataclass
+class _Run:
+    """What one run's loop shares: the operator, the measurement repeated per particle (particle ``i`` of
+    measurement ``b`` at row ``b * N + i``), the image shape, ``s^2``, the generator, the Gaussian steps,
+    the callback and the per-step history."""
 
+    op: object
+    yN: Tensor
+    img: tuple[int, ...]
+    s2: float
+    g: torch.Generator
+    gs: GaussianSteps
+    callback: Callable[[dict], None] | None
+    hist: dict = field(default_factory=lambda: {"ess": [], "resampled": [], "prior_std": []})
 
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).flatten(1).sum(1)
+    def log_lik(self, x: Tensor) -> Tensor:
+        """``-mu_y(x) = -|y - A x|^2 / (2 s^2)`` per particle."""
+        return -0.5 * sqnorm(self.yN - self.op.A(x).to(torch.float64)) / self.s2
 
-
-def _col(v: Tensor | float, like: Tensor) -> Tensor | float:
-    """A per-row ``(n,)`` tensor as ``(n, 1, ..., 1)`` to broadcast against ``like``; a float as is."""
-    return append_dims(v, like.ndim) if torch.is_tensor(v) else v
-
-
-def _sqrt(v: Tensor | float) -> Tensor | float:
-    return v.sqrt() if torch.is_tensor(v) else math.sqrt(v)
+    def record(self, k, sigma, x, x0_hat, log_w, ess_k, do, c) -> None:
+        B, N = log_w.shape
+        self.hist["ess"].append(ess_k)
+        self.hist["resampled"].append(do)
+        self.hist["prior_std"].append(c)
+        if self.callback is not None:
+            self.callback({"step": k, "sigma": sigma, "x": x.reshape(B, N, *self.img),
+                           "x0_hat": x0_hat.reshape(B, N, *self.img), "ess": ess_k, "log_w": log_w, "resampled": do})
 
 
 class SMC(Solver):
@@ -198,9 +211,7 @@ class SMC(Solver):
         if proposal not in _PROPOSALS[tilt]:
             raise ValueError(f"proposal: expected one of {_PROPOSALS[tilt]} with tilt={tilt!r}, got {proposal!r}")
         self.tilt, self.proposal = tilt, proposal
-        self.ess_threshold = check_positive_float("ess_threshold", ess_threshold, allow_zero=True)
-        if self.ess_threshold > 1:
-            raise ValueError(f"ess_threshold: expected a number in [0, 1], got {ess_threshold!r}")
+        self.ess_threshold = check_unit_interval("ess_threshold", ess_threshold)
         self.adapt_prior_std = isinstance(prior_std, str)
         if self.adapt_prior_std:
             if prior_std != "auto":
@@ -213,38 +224,6 @@ class SMC(Solver):
         self.rho = check_positive_float("rho", rho)
         self.cg_iters = check_positive_int("cg_iters", cg_iters)
         self.cg_tol = check_positive_float("cg_tol", cg_tol, allow_zero=True)
-
-    # -- Gaussian steps N(x'; m, v2 I) exp(-|b - a A x'|^2 / (2 S)), given the residual r = b - a A m;
-    #    v2, a, S are floats or per-particle (n,) tensors
-    def _precision(self, op, v2, a, S) -> Callable[[Tensor], Tensor]:
-        """``u -> P u`` with ``P = I / v2 + a^2 A^T A / S``."""
-        return lambda u: u / _col(v2, u) + _col(a * a / S, u) * op.A_adjoint(op.A(u)).to(u.dtype)
-
-    def _gauss_mean(self, op, m: Tensor, r: Tensor, v2, a, S) -> tuple[Tensor, Tensor]:
-        """Mean ``mu = m + P^{-1} a A^T r / S`` and ``log Z = -1/2 [|r|^2 - a <A^T r, mu - m>] / S`` (Woodbury)."""
-        Atr = op.A_adjoint(r).to(m.dtype)
-        mu = m + cg(self._precision(op, v2, a, S), _col(a / S, m) * Atr, None, iters=self.cg_iters, tol=self.cg_tol)
-        log_Z = -0.5 * (_sqnorm(r) - a * _dot(Atr, mu - m)) / S
-        return mu, log_Z
-
-    def _gauss_noise(self, op, like: Tensor, y: Tensor, v2, a, S, g: torch.Generator) -> Tensor:
-        """``eps ~ N(0, P^{-1})``: solve ``P eps = zeta / sqrt(v2) + a A^T xi / sqrt(S)``, ``zeta, xi ~ N(0, I)``."""
-        zeta = torch.randn(like.shape, generator=g, dtype=like.dtype, device=like.device)
-        xi = torch.randn(y.shape, generator=g, dtype=like.dtype, device=like.device)
-        b = zeta / _col(_sqrt(v2), like) + _col(a / _sqrt(S), like) * op.A_adjoint(xi).to(like.dtype)
-        return cg(self._precision(op, v2, a, S), b, None, iters=self.cg_iters, tol=self.cg_tol)
-
-    def _gauss_draw(self, op, m: Tensor, r: Tensor, y: Tensor, v2, a, S, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Mean and a zero-mean draw of the same Gaussian step (:meth:`_gauss_mean`, :meth:`_gauss_noise`), one CG."""
-        zeta = torch.randn(m.shape, generator=g, dtype=m.dtype, device=m.device)
-        xi = torch.randn(y.shape, generator=g, dtype=m.dtype, device=m.device)
-        b_mean = _col(a / S, m) * op.A_adjoint(r).to(m.dtype)
-        b_noise = zeta / _col(_sqrt(v2), m) + _col(a / _sqrt(S), m) * op.A_adjoint(xi).to(m.dtype)
-        two = (lambda v: torch.cat([v, v]) if torch.is_tensor(v) else v)
-        sol = cg(self._precision(op, two(v2), two(a), two(S)), torch.cat([b_mean, b_noise]), None,
-                 iters=self.cg_iters, tol=self.cg_tol)
-        d_mean, eps = sol.chunk(2)
-        return m + d_mean, eps
 
     # -- the sampler
     def reconstruct(self, y: Tensor, op, n_samples: int = 1, seed: int | torch.Generator | None = 0,
@@ -276,131 +255,137 @@ class SMC(Solver):
         return Reconstruction(mean=mean.to(y.dtype), samples=samples.to(y.dtype).contiguous(), std=std.to(y.dtype),
                               nfe=self.nfe, seconds=time.perf_counter() - t0, info=dict(info))
 
-    def _quad(self, op, r: Tensor, s2: float, t2: Tensor) -> tuple[Tensor, Tensor]:
-        """``q = r^T G^{-1} r`` and ``u = G^{-1} r``, ``G = s2 I + t2 A A^T`` (per-row ``t2``), CG on measurements."""
-        u = cg(lambda v: s2 * v + _col(t2, v) * op.A(op.A_adjoint(v)).to(v.dtype), r, None, iters=self.cg_iters,
-               tol=self.cg_tol)
-        return _dot(r, u), u
+    # -- the two loops; both: 1. Tweedie estimate, 2. reweight, 3. resample, 4. move
+    def _resample(self, log_w: Tensor, g: torch.Generator, *tensors):
+        """3. Systematic resampling of the ensembles whose ESS fell below ``ess_threshold * N``."""
+        B, N = log_w.shape
+        ess_k = ess(log_w)
+        do = ess_k < self.ess_threshold * N
+        if bool(do.any()):
+            idx = systematic_resample(log_w, N, g)
+            rows = flat_indices(torch.where(do[:, None], idx, torch.arange(N, device=log_w.device).expand(B, N)), N)
+            tensors = tuple(t[rows] if t is not None else None for t in tensors)
+            log_w = torch.where(do[:, None], torch.zeros_like(log_w), log_w)
+        return log_w, ess_k, do, tensors
 
     def _run(self, y: Tensor, op, s2: float, g: torch.Generator, progress: bool,
              callback) -> tuple[Tensor, Tensor, dict]:
-        B, N, K = y.shape[0], self.particles, self.steps
-        dt, dev = torch.float64, y.device
-        sigmas = karras_sigmas(K, self.sigma_min, self.sigma_max, self.rho)  # K levels, then 0
-        yN = y.repeat_interleave(N, 0)  # particle i of measurement b sits at row b * N + i
-        img = tuple(getattr(op, "img_size", None) or op.A_adjoint(y[:1]).shape[1:])
-        particle_tilt = self.tilt == "particle"
-        c2 = torch.full((B,), self.prior_std**2, dtype=dt, device=dev)  # prior variance scale per ensemble
+        B, N = y.shape[0], self.particles
+        run = _Run(op, y.repeat_interleave(N, 0), tuple(getattr(op, "img_size", None) or op.A_adjoint(y[:1]).shape[1:]),
+                   s2, g, GaussianSteps(op, self.cg_iters, self.cg_tol), callback)
+        sigmas = karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)  # K levels, then 0
+        loop = self._run_particle if self.tilt == "particle" else self._run_tweedie
+        x, log_w = loop(run, sigmas, progress, B, N)
+        info = {k: torch.stack(v) for k, v in run.hist.items()}
+        info.update(sigmas=sigmas, final_ess=ess(log_w))
+        return x, log_w, info
 
-        def log_lik(x: Tensor) -> Tensor:  # -mu_y(x)
-            return -0.5 * _sqnorm(yN - op.A(x).to(dt)) / s2
-
-        def randn(like: Tensor) -> Tensor:
-            return torch.randn(like.shape, generator=g, dtype=dt, device=dev)
-
-        # Stage I: exact tilted start N(0, R^2 I) exp(-mu_y) (particle), or the diffusion's own start (tweedie)
-        log_w = torch.zeros(B, N, dtype=dt, device=dev)
-        if particle_tilt:
-            zero = torch.zeros(B * N, *img, dtype=dt, device=dev)
-            R2 = self.sigma_max**2 + self.prior_std**2
-            x = sum(self._gauss_draw(op, zero, yN, yN, R2, 1.0, s2, g))
-        else:
-            x = self.sigma_max * randn(torch.empty(B * N, *img))
-        log_prev = log_kernel = m_next = eps = x0_prev = r_lin = None
-        ess_hist, resampled, c_hist = [], [], []
-        for k in tqdm(range(K), disable=not progress, desc=f"SMC ({self.tilt} tilt)"):
+    def _run_particle(self, run: _Run, sigmas: Tensor, progress: bool, B: int, N: int) -> tuple[Tensor, Tensor]:
+        """The paper's tilt ``exp(-mu_y(x))``: exact Stage-I start, then Stage II (module docstring)."""
+        op, yN, s2, g, gs, dt, dev = run.op, run.yN, run.s2, run.g, run.gs, torch.float64, run.yN.device
+        c = torch.full((B,), self.prior_std**2, dtype=dt, device=dev).sqrt()
+        zero = torch.zeros(B * N, *run.img, dtype=dt, device=dev)
+        x = sum(gs.draw(zero, yN, yN, self.sigma_max**2 + self.prior_std**2, 1.0, s2, g))  # Stage I
+        log_w, m_next = torch.zeros(B, N, dtype=dt, device=dev), None
+        for k in tqdm(range(self.steps), disable=not progress, desc="SMC (particle tilt)"):
             sigma, sigma_next = float(sigmas[k]), float(sigmas[k + 1])
             h, kappa = sigma**2 - sigma_next**2, sigma_next**2 / sigma**2
-            # 1. Tweedie estimate for all particles in one network call (and grad log y~ for the gradient proposal)
-            want_grad = self.proposal == "gradient" and sigma_next > 0 and self.guidance_scale > 0
-            with torch.enable_grad() if want_grad else torch.no_grad():
-                xg = x.detach().requires_grad_(want_grad)
-                x0_hat = self.denoise(xg, sigma)
-                if not particle_tilt and self.adapt_prior_std and eps is not None:
-                    # 1a. c^2 from the last move: A (x0_hat - x0_prev) ~ J A eps, J = c^2 / (c^2 + sigma^2)
-                    Ae = op.A(eps).to(dt)
-                    num = _dot(op.A(x0_hat.detach() - x0_prev).to(dt), Ae).reshape(B, N).sum(1)
-                    J = (num / _sqnorm(Ae).reshape(B, N).sum(1).clamp_min(1e-300)).clamp(1e-8, 1 - 1e-8)
-                    c2 = sigma**2 * J / (1 - J)
-                c2r = c2.repeat_interleave(N)
-                tau2 = sigma**2 * c2r / (sigma**2 + c2r)  # Cov(x0 | x_k) ~ tau_k^2 I
-                if particle_tilt:
-                    log_tilt = log_lik(x)
-                else:  # log y~_k(x_k) = -1/2 r^T (s^2 I + tau_k^2 A A^T)^{-1} r, r = y - A x0_hat
-                    r = yN - op.A(x0_hat).to(dt)
-                    if r_lin is None:
-                        q, u = self._quad(op, r.detach(), s2, tau2)
-                    else:  # one CG for the tilt and the surrogate's tilt y~lin of the last move
-                        q, u = self._quad(op, torch.cat([r.detach(), r_lin]), s2, torch.cat([tau2, t2]))
-                        q, q_lin = q.chunk(2)
-                        log_kernel = log_prev + 0.5 * q_lin
-                    log_tilt = -0.5 * q
-                grad = torch.autograd.grad(-(r * u).sum(), xg)[0] if want_grad else None  # d/dx of -1/2 r^T G^-1 r
-            x0_hat, log_tilt = x0_hat.detach(), log_tilt.detach()
+            v2 = kappa * h  # variance of the ancestral kernel p_a
+            # 1. Tweedie estimate and the tilt at the particle
+            x0_hat = self.denoise(x, sigma)
+            log_tilt = run.log_lik(x)
             self.check_iterate("x0_hat", x0_hat, k)
-            c_hist.append(c2.sqrt())
-            # 2. reweight
-            if particle_tilt and sigma_next > 0:  # weight of the coming move: a function of x_k only
-                v2 = kappa * h
-                if self.proposal == "gaussian":
+            # 2. weight of the coming move, a function of x_k only
+            if sigma_next > 0:
+                if self.proposal == "gaussian":  # the mu_y part of the step integrated exactly
                     m = x0_hat + kappa * (x - x0_hat)
-                    m_next, log_Z = self._gauss_mean(op, m, yN - op.A(m).to(dt), v2, 1.0, s2)
+                    m_next, log_Z = gs.mean(m, yN - op.A(m).to(dt), v2, 1.0, s2)
                     inc = log_Z - log_tilt
                 else:  # literal Euler-Maruyama of the PDE
                     score = (x0_hat - x) / sigma**2
                     grad_mu = op.A_adjoint(op.A(x).to(dt) - yN).to(dt) / s2
-                    inc = h * (0.5 * _sqnorm(grad_mu) - _dot(score, grad_mu))
+                    inc = h * (0.5 * sqnorm(grad_mu) - dot(score, grad_mu))
                     m_next = x + h * (score - grad_mu)
                 log_w = log_w + inc.reshape(B, N)
-            elif not particle_tilt:  # weight of the move just made, x_{k-1} -> x_k
-                inc = log_tilt if log_prev is None else log_tilt - log_prev + log_kernel
-                log_w = log_w + inc.reshape(B, N)
-            # 3. resample where the ESS fell below the threshold
-            ess_k = ess(log_w)
-            do = ess_k < self.ess_threshold * N
-            ess_hist.append(ess_k)
-            resampled.append(do)
-            if bool(do.any()):
-                idx = systematic_resample(log_w, N, g)
-                rows = flat_indices(torch.where(do[:, None], idx, torch.arange(N, device=dev).expand(B, N)), N)
-                x, x0_hat, log_tilt = x[rows], x0_hat[rows], log_tilt[rows]
-                grad = grad[rows] if grad is not None else None
-                m_next = m_next[rows] if m_next is not None else None
-                log_w = torch.where(do[:, None], torch.zeros_like(log_w), log_w)
-            if callback is not None:
-                callback({"step": k, "sigma": sigma, "x": x.reshape(B, N, *img), "x0_hat": x0_hat.reshape(B, N, *img),
-                          "ess": ess_k, "log_w": log_w, "resampled": do})
+            # 3. resample
+            log_w, ess_k, do, (x, x0_hat, log_tilt, m_next) = self._resample(log_w, g, x, x0_hat, log_tilt, m_next)
+            run.record(k, sigma, x, x0_hat, log_w, ess_k, do, c)
+            # 4. move; fresh noise after resampling, so that copies of a particle part ways
+            if sigma_next == 0:  # deterministic Tweedie step, reweighted by the exact likelihood
+                x = x0_hat
+                log_w = log_w + (run.log_lik(x) - log_tilt).reshape(B, N)
+            elif self.proposal == "gaussian":
+                x = m_next + gs.noise(x, yN, v2, 1.0, s2, g)
+            else:
+                x = m_next + math.sqrt(h) * torch.randn(x.shape, generator=g, dtype=dt, device=dev)
+            self.check_iterate("x", x, k)
+        return x, log_w
+
+    def _run_tweedie(self, run: _Run, sigmas: Tensor, progress: bool, B: int, N: int) -> tuple[Tensor, Tensor]:
+        """The Tweedie tilt ``y~_k``: start ``N(0, sigma_max^2 I)``, weights of the move just made."""
+        op, yN, s2, g, gs, dt, dev = run.op, run.yN, run.s2, run.g, run.gs, torch.float64, run.yN.device
+        c2 = torch.full((B,), self.prior_std**2, dtype=dt, device=dev)  # prior variance scale per ensemble
+        x = self.sigma_max * torch.randn(B * N, *run.img, generator=g, dtype=dt, device=dev)
+        log_w = torch.zeros(B, N, dtype=dt, device=dev)
+        log_prev = log_kernel = eps = x0_prev = r_lin = t2 = None
+        for k in tqdm(range(self.steps), disable=not progress, desc="SMC (tweedie tilt)"):
+            sigma, sigma_next = float(sigmas[k]), float(sigmas[k + 1])
+            h, kappa = sigma**2 - sigma_next**2, sigma_next**2 / sigma**2
+            # 1. Tweedie estimate in one network call, the tilt y~_k (and its gradient for proposal="gradient")
+            want_grad = self.proposal == "gradient" and sigma_next > 0 and self.guidance_scale > 0
+            with torch.set_grad_enabled(want_grad):
+                xg = x.detach().requires_grad_(want_grad)
+                x0_hat = self.denoise(xg, sigma, grad=want_grad)
+                if self.adapt_prior_std and eps is not None:
+                    # 1a. c^2 from the last move: A (x0_hat - x0_prev) ~ J A eps, J = c^2 / (c^2 + sigma^2)
+                    Ae = op.A(eps).to(dt)
+                    num = dot(op.A(x0_hat.detach() - x0_prev).to(dt), Ae).reshape(B, N).sum(1)
+                    J = (num / sqnorm(Ae).reshape(B, N).sum(1).clamp_min(1e-300)).clamp(1e-8, 1 - 1e-8)
+                    c2 = sigma**2 * J / (1 - J)
+                c2r = c2.repeat_interleave(N)
+                tau2 = sigma**2 * c2r / (sigma**2 + c2r)  # Cov(x0 | x_k) ~ tau_k^2 I
+                r = yN - op.A(x0_hat).to(dt)  # log y~_k(x_k) = -1/2 r^T (s^2 I + tau_k^2 A A^T)^{-1} r
+                if r_lin is None:
+                    q, u = gs.quad(r.detach(), s2, tau2)
+                else:  # one CG for the tilt and the surrogate's tilt y~lin of the last move
+                    q, u = gs.quad(torch.cat([r.detach(), r_lin]), s2, torch.cat([tau2, t2]))
+                    q, q_lin = q.chunk(2)
+                    log_kernel = log_prev + 0.5 * q_lin
+                log_tilt = -0.5 * q
+                grad = torch.autograd.grad(-(r * u).sum(), xg)[0] if want_grad else None  # d/dx of -1/2 r^T G^-1 r
+            x0_hat, log_tilt = x0_hat.detach(), log_tilt.detach()
+            self.check_iterate("x0_hat", x0_hat, k)
+            # 2. weight of the move just made, x_{k-1} -> x_k
+            inc = log_tilt if log_prev is None else log_tilt - log_prev + log_kernel
+            log_w = log_w + inc.reshape(B, N)
+            # 3. resample
+            log_w, ess_k, do, (x, x0_hat, log_tilt, grad) = self._resample(log_w, g, x, x0_hat, log_tilt, grad)
+            run.record(k, sigma, x, x0_hat, log_w, ess_k, do, c2.sqrt())
             # 4. move to sigma_{k+1}
             if sigma_next == 0:  # deterministic Tweedie step, reweighted by the exact likelihood
                 x = x0_hat
-                log_w = log_w + (log_lik(x) - log_tilt).reshape(B, N)
-            elif particle_tilt:  # fresh noise after resampling, so that copies of a particle part ways
-                if self.proposal == "gaussian":
-                    x = m_next + self._gauss_noise(op, x, yN, v2, 1.0, s2, g)
-                else:
-                    x = m_next + math.sqrt(h) * randn(x)
+                log_w = log_w + (run.log_lik(x) - log_tilt).reshape(B, N)
+                self.check_iterate("x", x, k)
+                break
+            m = x0_hat + kappa * (x - x0_hat)  # E[x_{k+1} | x_k]
+            v2 = kappa * h + (1 - kappa) ** 2 * tau2  # Var(x_{k+1} | x_k) with Cov(x0 | x_k) = tau_k^2 I
+            if self.proposal == "gaussian":
+                # z ~ N(x0_hat, tau_k^2 I) N(y; A z, s^2 I),
+                # then the bridge x' ~ N((1 - kappa) z + kappa x_k, kappa h I)
+                mu_z, eps_z = gs.draw(x0_hat, yN - op.A(x0_hat).to(dt), yN, tau2, 1.0, s2, g)
+                eps = (1 - kappa) * eps_z + math.sqrt(kappa * h) * torch.randn(x.shape, generator=g, dtype=dt,
+                                                                               device=dev)
+                x = (1 - kappa) * mu_z + kappa * x + eps
+                # log p_u - log r = log Z(x_k) - log y~lin(x'); y~lin: the Gaussian surrogate's p(y | x'),
+                # x0 | x' ~ N(x0_hat + a (x' - m), t2 I), a = (1 - kappa) tau^2 / v2
+                a = (1 - kappa) * tau2 / v2
+                t2 = tau2 * kappa * h / v2
+                r_lin = yN - op.A(x0_hat + col(a, x) * (x - m)).to(dt)  # its quadratic form: next step
             else:
-                m = x0_hat + kappa * (x - x0_hat)  # E[x_{k+1} | x_k]
-                v2 = kappa * h + (1 - kappa) ** 2 * tau2  # Var(x_{k+1} | x_k) with Cov(x0 | x_k) = tau_k^2 I
-                if self.proposal == "gaussian":
-                    # z ~ N(x0_hat, tau_k^2 I) N(y; A z, s^2 I), then the bridge
-                    # x' ~ N((1 - kappa) z + kappa x_k, kappa h I)
-                    mu_z, eps_z = self._gauss_draw(op, x0_hat, yN - op.A(x0_hat).to(dt), yN, tau2, 1.0, s2, g)
-                    eps = (1 - kappa) * eps_z + math.sqrt(kappa * h) * randn(x)
-                    x = (1 - kappa) * mu_z + kappa * x + eps
-                    # log p_u - log r = log Z(x_k) - log y~lin(x'), log Z(x_k) = log y~_k(x_k); y~lin: the Gaussian
-                    # surrogate's p(y | x'), x0 | x' ~ N(x0_hat + a (x' - m), t2 I), a = (1 - kappa) tau^2 / v2
-                    a = (1 - kappa) * tau2 / v2
-                    t2 = tau2 * kappa * h / v2
-                    r_lin = yN - op.A(x0_hat + _col(a, x) * (x - m)).to(dt)  # its quadratic form: next step
-                else:
-                    eps = _col(v2.sqrt(), x) * randn(x)
-                    delta = self.guidance_scale * h * grad if grad is not None else torch.zeros_like(m)
-                    x = m + delta + eps
-                    # log p_u(x | .) - log r(x | .) with r = N(m + delta, v2 I)
-                    log_kernel = (_sqnorm(eps) - _sqnorm(eps + delta)) / (2 * v2)
-                log_prev, x0_prev = log_tilt, x0_hat
+                eps = col(v2.sqrt(), x) * torch.randn(x.shape, generator=g, dtype=dt, device=dev)
+                delta = self.guidance_scale * h * grad if grad is not None else torch.zeros_like(m)
+                x = m + delta + eps
+                log_kernel = (sqnorm(eps) - sqnorm(eps + delta)) / (2 * v2)  # log p_u - log r, r = N(m + delta, v2 I)
+            log_prev, x0_prev = log_tilt, x0_hat
             self.check_iterate("x", x, k)
-        info = {"ess": torch.stack(ess_hist), "resampled": torch.stack(resampled), "sigmas": sigmas,
-                "final_ess": ess(log_w), "prior_std": torch.stack(c_hist)}
-        return x, log_w, info
+        return x, log_w
