@@ -9,6 +9,7 @@ error whose message names the argument, the value given and what was expected, e
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import deepinv as dinv
@@ -22,10 +23,16 @@ __all__ = ["check_positive_int", "check_positive_float", "check_unit_interval", 
 
 # -- numbers
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    """An ``int`` (not a bool) ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
+    """An integer (``int`` or NumPy integer, not a bool) ``>= minimum``, returned as ``int``.
+
+    A non-integer is a ``TypeError``, an integer below ``minimum`` a ``ValueError``.
+    """
+    want = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected {want}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected {want}, got {value!r}")
+    return int(value)
 
 
 def check_positive_float(name: str, value, allow_zero: bool = False) -> float:

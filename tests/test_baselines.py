@@ -139,7 +139,7 @@ def test_one_validator_module_for_operators_and_solvers():
     from invdiff.operators import _checks
 
     assert _checks.check_noise_std is validate.check_noise_std and _checks.check_img_size is validate.check_img_size
-    cases = [(lambda: validate.check_positive_int("steps", 0), ValueError, r"steps: expected an integer >= 1, got 0"),
+    cases = [(lambda: validate.check_positive_int("steps", 0), ValueError, r"steps: expected a positive integer, got 0"),
              (lambda: validate.check_positive_float("lr", "fast"), TypeError, r"lr: expected a number, got 'fast'"),
              (lambda: validate.check_unit_interval("eta", 2), ValueError, r"eta: expected a number in \[0, 1\], got 2"),
              (lambda: validate.check_choice("mode", "x", ("pc", "dds")), ValueError,

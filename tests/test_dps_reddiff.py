@@ -254,7 +254,7 @@ def test_bad_hyperparameters(problem):
         DPS(prior, step_size=-1.0)
     with pytest.raises(TypeError, match="step_size"):
         DPS(prior, step_size="big")
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(TypeError, match="steps: expected a positive integer, got 2.5"):
         DPS(prior, steps=2.5)
 
 

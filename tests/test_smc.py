@@ -197,9 +197,11 @@ def test_bad_input():
     for kw, name in [({"particles": 0}, "particles"), ({"steps": 0}, "steps"), ({"tilt": "exact"}, "tilt"),
                      ({"proposal": "euler"}, "proposal"), ({"prior_std": -1.0}, "prior_std"),
                      ({"prior_std": "guess"}, "prior_std"), ({"ess_threshold": 1.5}, "ess_threshold"),
-                     ({"particles": 2.5}, "particles")]:
+                     ]:
         with pytest.raises(ValueError, match=name):
             SMC(prior, **kw)
+    with pytest.raises(TypeError, match="particles: expected a positive integer, got 2.5"):
+        SMC(prior, particles=2.5)
     smc = SMC(prior, particles=4, steps=3)
     with pytest.raises(ValueError, match="n_samples"):
         smc.reconstruct(y, op, n_samples=0, progress=False)
