@@ -235,6 +235,10 @@ def reconstruct_kspace(kspace: Tensor, meta: dict, solver=None, *, acceleration:
     model = image_model
     if model == "auto":
         model = "complex" if prior is None or prior_channels(prior) == 2 else "magnitude"
+    channels = 1 if model == "magnitude" else 2
+    if prior is not None and prior_channels(prior) != channels:
+        raise ValueError(f"image_model: {model!r} reconstructs a {channels}-channel image, but the prior models "
+                         f"{prior_channels(prior)} channel(s); use image_model='auto'")
     if model == "magnitude":
         phase = calibration_phase(y, maps, M)
         maps = maps * phase[:, None]
@@ -262,7 +266,6 @@ def reconstruct_kspace(kspace: Tensor, meta: dict, solver=None, *, acceleration:
             src += "; the estimate was 0, using 1e-6 x max|y|"
     lines.append(f"  noise std: {sigma:.4g} per real channel ({src}); {sigma / sc.scale:.4g} in prior units")
     # 6. solve slice by slice
-    channels = 1 if model == "magnitude" else 2
     out, nfe, seconds = [], 0, 0.0
     for s in range(S):
         op = MRI((channels, H, W), mask=M, coil_maps=maps[s], noise_std=sigma / sc.scale).to(device)
