@@ -104,7 +104,7 @@ def test_training_layout_retrospective_mask(tmp_path, capsys):
     truth, _, _ = write_file(f, "train")
     cg = run(f, tmp_path / "cg.nii", "cg", "--acceleration", "4", "--mask", "random", "--center-fraction", str(CF))
     text = capsys.readouterr().out
-    assert "retrospective, 4.00x" in text
+    assert "random mask 4x, centre fraction 0.16 (retrospective" in text
     p_rss, p_cg = _printed_psnrs(text)  # against the file's reconstruction_rss
     print(f"\n[training layout, retrospective random 4x] zero-filled RSS {p_rss:.2f} dB | CG {p_cg:.2f} dB")
     assert cg.shape == (2, H, W)
