@@ -13,8 +13,11 @@ The path, for fastMRI-layout k-space ``y`` of shape ``(slices, 2, [coils,] H, W)
    calibration region, a low-resolution image), folded into the maps: ``y = M F (S e^{i phi}) m``,
    the real-image MRI model, so that a one-channel magnitude prior (the shipped one) serves
    unchanged. ESPIRiT's per-pixel phase ambiguity ``S e^{i psi}`` cancels in ``S e^{i phi}``, since
-   ``phi`` is measured through the same maps.
-4. **Scale.** ``y / s`` with ``s`` mapping the 0.995 quantile of a 10-iteration CG SENSE image onto
+   ``phi`` is measured through the same maps. The low-resolution phase is biased near edges (the
+   window leans to the bright side); it is refined by demodulation on a full-resolution CG SENSE
+   image (:func:`refine_phase`), which matters: on the 64x64 test phantoms (8 coils, 4x) DDS went
+   from about 30 dB with the calibration phase alone to about 41 dB.
+4. **Scale.** ``y / s`` with ``s`` mapping the 0.995 quantile of a 20-iteration CG SENSE image onto
    the prior's upper bound (:func:`invdiff.recon.scale.match_data_range`), or ``scale=`` given.
 5. **Noise.** ``noise_std=`` given (data units), else the file's ``noise_std`` attribute, else an
    estimate: MAD of the zero-filled coil images on the ``H/8`` rows (readout direction, not aliased
@@ -36,13 +39,13 @@ import torch
 from torch import Tensor
 
 from invdiff.operators.coils import calibration_region, estimate_coil_maps
-from invdiff.operators.functional.fft import from_complex, ifft2c, to_complex
+from invdiff.operators.functional.fft import fft2c, from_complex, ifft2c, to_complex
 from invdiff.recon.scale import IntensityScale, given_scale, mad_std, match_data_range, prior_upper
 
 MODELS = ("auto", "magnitude", "complex")
 
 __all__ = ["KspaceRecon", "reconstruct_kspace", "kspace_mask", "rss_zero_filled", "calibration_phase",
-           "estimate_noise_std", "prior_channels", "MODELS"]
+           "refine_phase", "estimate_noise_std", "prior_channels", "MODELS"]
 
 
 @dataclass
@@ -110,6 +113,32 @@ def calibration_phase(y: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mag > 0, low / mag.clamp_min(1e-30), torch.ones_like(low))
 
 
+def refine_phase(image: Tensor, phase: Tensor, width: float = 4.0, iters: int = 8) -> Tensor:
+    """Smooth phase of a full-resolution complex ``image``, by demodulation from a first guess ``phase``.
+
+    The phase of a low-pass image, ``arg(h * (|x| e^{i theta}))``, is biased wherever ``theta`` varies
+    across the low-pass window and ``|x|`` is not uniform (the window's weight leans to the bright
+    side). Demodulating first removes the bias to first order; repeated, it converges:
+
+    .. math::
+
+        e^{i\phi_{k+1}} = e^{i\phi_k}\, \frac{h * (x e^{-i\phi_k})}{|h * (x e^{-i\phi_k})|},
+
+    with ``h`` a Gaussian of std ``width`` pixels. ``image``: complex ``(S, H, W)`` (a SENSE CG image);
+    ``phase``: complex ``(S, H, W)`` of modulus 1.
+    """
+    H, W = image.shape[-2:]
+    ky = (torch.arange(H, device=image.device, dtype=torch.float64) - H // 2) / H
+    kx = (torch.arange(W, device=image.device, dtype=torch.float64) - W // 2) / W
+    g = torch.exp(-2 * math.pi**2 * width**2 * (ky[:, None] ** 2 + kx[None, :] ** 2))  # FT of the Gaussian
+    p = phase
+    for _ in range(iters):
+        z = ifft2c(fft2c(image * p.conj()) * g)
+        mag = z.abs()
+        p = torch.where(mag > 0, p * z / mag.clamp_min(1e-30), p)
+    return p
+
+
 def estimate_noise_std(y: Tensor, mask: Tensor, fraction: float = 0.125) -> float:
     """Noise std per real channel of the sampled k-space, from the image rows of least energy.
 
@@ -141,16 +170,15 @@ def prior_channels(prior) -> int:
     return 1
 
 
-def _cg_reference(y: Tensor, maps: Tensor, mask: Tensor, iters: int = 10) -> Tensor:
-    """Magnitude of a complex SENSE least-squares image (CG, ``iters`` steps), ``(S, 1, H, W)``."""
+def _cg_sense(y: Tensor, maps: Tensor, mask: Tensor, iters: int = 20) -> Tensor:
+    """Complex SENSE least-squares image by CG (``iters`` steps), complex ``(S, H, W)``."""
     from invdiff.operators.mri import MRI
     from invdiff.solvers.baselines import CG
 
     out = []
     for s in range(y.shape[0]):
         op = MRI((2, *mask.shape), mask=mask, coil_maps=maps[s]).to(y.device)
-        x = CG(iters=iters, tol=0.0).reconstruct(from_complex(y[s:s + 1]), op, progress=False).mean
-        out.append(x.pow(2).sum(1, keepdim=True).sqrt())
+        out.append(to_complex(CG(iters=iters, tol=0.0).reconstruct(from_complex(y[s:s + 1]), op, progress=False).mean))
     return torch.cat(out)
 
 
@@ -239,11 +267,12 @@ def reconstruct_kspace(kspace: Tensor, meta: dict, solver=None, *, acceleration:
     if prior is not None and prior_channels(prior) != channels:
         raise ValueError(f"image_model: {model!r} reconstructs a {channels}-channel image, but the prior models "
                          f"{prior_channels(prior)} channel(s); use image_model='auto'")
+    x_cg = _cg_sense(y, maps, M)
     if model == "magnitude":
-        phase = calibration_phase(y, maps, M)
+        phase = refine_phase(x_cg, calibration_phase(y, maps, M))
         maps = maps * phase[:, None]
-        lines.append("  image model: magnitude m with the calibration image's phase folded into the coil maps "
-                     "(real-image SENSE)")
+        lines.append("  image model: magnitude m with the calibration image's phase (refined on a 20-iteration CG "
+                     "SENSE image) folded into the coil maps (real-image SENSE)")
     else:
         lines.append("  image model: complex (real, imaginary channels), SENSE")
     # 4. scale
@@ -251,7 +280,7 @@ def reconstruct_kspace(kspace: Tensor, meta: dict, solver=None, *, acceleration:
     if scale is not None:
         sc = given_scale(scale)
     else:
-        sc = match_data_range(_cg_reference(y, maps, M), upper, what="a 10-iteration CG SENSE image")
+        sc = match_data_range(x_cg.abs(), upper, what="a 20-iteration CG SENSE image")
     lines.append(f"  scale: {sc.how}")
     # 5. noise
     if noise_std is not None:
