@@ -16,7 +16,8 @@ from invdiff.cli import main
 from invdiff.operators import coil_map_error
 from invdiff.operators.functional.fft import fft2c, from_complex, to_complex
 from invdiff.operators.functional.mri_masks import equispaced_mask
-from invdiff.recon.kspace import calibration_phase, estimate_noise_std, reconstruct_kspace, rss_zero_filled
+from invdiff.recon.kspace import (calibration_phase, estimate_noise_std, reconstruct_kspace, refine_phase,
+                                  rss_zero_filled)
 
 H = W = 64
 C = 8
@@ -142,6 +143,23 @@ def test_calibration_phase_removes_the_maps_per_pixel_phase():
     d = (folded - S[None] * theta[None, None]).abs().pow(2).sum(1).sqrt()[inside]
     off = (S[None] * psi - S[None] * theta).abs().pow(2).sum(1).sqrt()[inside]
     assert float(d.mean()) < 0.1 and float(off.mean()) > 0.5
+
+
+def test_refined_phase_is_closer_than_the_calibration_phase():
+    """On the full-resolution complex image, demodulation removes the edge bias of the low-resolution phase."""
+    x = data.ellipses(2, H, seed=7)[:, 0]
+    S = true_maps()
+    theta = image_phase()
+    z = x * theta
+    M = equispaced_mask(W, 4, CF, seed=0).float().expand(H, W)
+    p0 = calibration_phase(fft2c(S[None] * z[:, None]) * M, S[None].expand(2, -1, -1, -1), M)
+    p1 = refine_phase(z, p0)
+
+    def err(p):  # |x|-weighted mean phase error, radians
+        return float(((p * theta.conj()).angle().abs() * x).sum() / x.sum())
+
+    print(f"\nmean phase error: calibration {err(p0):.4f} rad, refined {err(p1):.4f} rad")
+    assert err(p1) < err(p0) / 2  # measured: 0.060 -> 0.022 rad
 
 
 def test_noise_estimate_from_the_empty_rows():

@@ -114,7 +114,7 @@ def calibration_phase(y: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
 
 
 def refine_phase(image: Tensor, phase: Tensor, width: float = 4.0, iters: int = 8) -> Tensor:
-    """Smooth phase of a full-resolution complex ``image``, by demodulation from a first guess ``phase``.
+    r"""Smooth phase of a full-resolution complex ``image``, by demodulation from a first guess ``phase``.
 
     The phase of a low-pass image, ``arg(h * (|x| e^{i theta}))``, is biased wherever ``theta`` varies
     across the low-pass window and ``|x|`` is not uniform (the window's weight leans to the bright
