@@ -115,7 +115,7 @@ def _virtual_coil_phase(S: Tensor) -> Tensor:
 
 def estimate_coil_maps(kspace: Tensor, mask: Tensor | None = None, calib: tuple[slice, slice] | None = None,
                        kernel: int = 6, threshold: float = 0.02, crop: float = 0.95,
-                       max_calib: int | None = None, chunk: int = 8) -> Tensor:
+                       max_calib: int | None = None, chunk: int | None = None) -> Tensor:
     """ESPIRiT coil sensitivities (one set of maps per slice), on torch, batched over slices.
 
     Parameters
@@ -138,8 +138,9 @@ def estimate_coil_maps(kspace: Tensor, mask: Tensor | None = None, calib: tuple[
         Maps are set to 0 where the largest eigenvalue is ``<= crop`` (outside the object), in ``[0, 1)``.
     max_calib : int, optional
         Cap on each side of the calibration region (a larger one costs time, not accuracy).
-    chunk : int
-        Slices handled at once (memory ``~ chunk * N_c^2 * H * W`` complex numbers).
+    chunk : int, optional
+        Slices handled at once (memory ``~ 3 chunk N_c^2 H W`` complex128 numbers); default: as many
+        as fit in about 2 GB (e.g. 64 slices of 8 coils at 64x64, one slice of 15 coils at 640x368).
 
     Returns
     -------
@@ -181,6 +182,10 @@ def estimate_coil_maps(kspace: Tensor, mask: Tensor | None = None, calib: tuple[
     if ch < 2 or cw < 2 or (ch - kh + 1) * (cw - kw + 1) < 2:
         raise ValueError(f"calib: the calibration region is {ch} x {cw}; ESPIRiT needs at least a few {kh} x {kw} "
                          f"windows (more fully sampled central lines: a larger center fraction)")
+    if chunk is None:
+        chunk = max(1, int(2e9 // (3 * C * C * H * W * 16)))
+    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk: expected a positive integer, got {chunk!r}")
     out = []
     for s in range(0, B, chunk):
         out.append(_espirit(k[s:s + chunk, :, rows, cols], (H, W), kh, kw, threshold, crop))
