@@ -6,6 +6,7 @@ The PSNRs are printed (``pytest -s``); they go into the report with the command 
 
 import math
 import re
+import types
 
 import h5py
 import pytest
@@ -198,3 +199,18 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="mask"):
         reconstruct_kspace(k, bad, solvers.CG())
     assert from_complex(to_complex(k)).shape == k.shape
+
+
+def test_prior_channels_of_the_prior_families():
+    from invdiff.priors.adapters.adm import ADMConfig, ADMUNet
+    from invdiff.priors.adapters.ncsnpp import NCSNpp, NCSNppConfig, VEScoreDenoiser
+    from invdiff.recon.kspace import prior_channels
+
+    assert prior_channels(priors.load("phantom-ct-64")) == 1
+    assert prior_channels(priors.GaussianPrior(torch.zeros(2, 8, 8), 1.0)) == 2
+    complex_ncsnpp = VEScoreDenoiser(NCSNpp(NCSNppConfig(image_size=16, nf=16, num_res_blocks=1, num_channels=2)),
+                                     sigma_min=0.01, sigma_max=50.0)
+    assert prior_channels(complex_ncsnpp) == 2  # the form of the complex fastMRI NCSN++ checkpoints
+    adm = ADMUNet(ADMConfig(image_size=16, num_channels=32, channel_mult=(1, 2), attention_resolutions=(8,),
+                            num_head_channels=32))
+    assert prior_channels(types.SimpleNamespace(net=adm)) == 3  # ADM: num_channels is the width, not the image's

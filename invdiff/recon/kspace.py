@@ -157,13 +157,23 @@ def estimate_noise_std(y: Tensor, mask: Tensor, fraction: float = 0.125) -> floa
 
 
 def prior_channels(prior) -> int:
-    """Image channels a prior models: its ``channels``/``in_channels`` attribute, an analytic prior's
-    ``image_shape[0]``, or its network's ``config.in_channels``; 1 if it says nothing."""
-    for obj in (prior, getattr(prior, "net", None), getattr(getattr(prior, "net", None), "config", None)):
-        for attr in ("channels", "in_channels", "img_channels"):
+    """Image channels a prior models, 1 if it says nothing.
+
+    Looked up in order: an ``image_channels``/``in_channels`` attribute of the prior, of its network
+    ``net`` (or ``model``/``unet``) or of that network's ``config`` (ADM, diffusers, invdiff's UNet);
+    NCSN++'s ``config.num_channels`` (in score_sde that field is the image's channels; in ADM it is the
+    width, hence the type check); an analytic prior's ``image_shape[0]``.
+    """
+    nets = [getattr(prior, a, None) for a in ("net", "model", "unet")]
+    objs = [prior, *nets, *(getattr(n, "config", None) for n in nets)]
+    for obj in objs:
+        for attr in ("image_channels", "in_channels"):
             v = getattr(obj, attr, None)
             if isinstance(v, int) and not isinstance(v, bool):
                 return v
+    for obj in objs:
+        if type(obj).__name__ == "NCSNppConfig":
+            return int(obj.num_channels)
     shape = getattr(prior, "image_shape", None)
     if shape:
         return int(shape[0])
