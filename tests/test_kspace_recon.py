@@ -214,3 +214,20 @@ def test_prior_channels_of_the_prior_families():
     adm = ADMUNet(ADMConfig(image_size=16, num_channels=32, channel_mult=(1, 2), attention_resolutions=(8,),
                             num_head_channels=32))
     assert prior_channels(types.SimpleNamespace(net=adm)) == 3  # ADM: num_channels is the width, not the image's
+
+
+def test_given_scale_and_noise_and_single_coil(tmp_path, capsys):
+    """--scale/--noise-std are used as given (and said so); one-coil k-space goes the same way with S = 1."""
+    x = data.ellipses(1, H, seed=4)[:, 0]
+    k = fft2c((x * image_phase()).to(torch.complex64))
+    with h5py.File(tmp_path / "single.h5", "w") as f:
+        f.create_dataset("kspace", data=k.numpy())
+        f.create_dataset("reconstruction_rss", data=x.numpy())
+    run(tmp_path / "single.h5", tmp_path / "o.npy", "cg", "--acceleration", "2", "--center-fraction", "0.16",
+        "--scale", "2", "--noise-std", "0.001")
+    text = capsys.readouterr().out
+    assert "1 coil(s)" in text and "ESPIRiT" not in text
+    assert "given: data = 2 x prior units" in text and "0.001 per real channel (given (--noise-std))" in text
+    p_rss, p_cg = _printed_psnrs(text)
+    # one coil with S = 1: CG from 0 gives the minimum-norm least-squares image, which is the zero-filled one
+    assert p_cg == pytest.approx(p_rss, abs=0.02)
