@@ -249,46 +249,19 @@ def _output_meta(meta: dict, out: Path) -> dict:
 
 
 def _reconstruct_kspace(args, y_full: Tensor, meta: dict, path: Path):
-    """Measured fastMRI k-space ``(S, 2, [coils,] H, W)`` -> magnitude images ``(S, 1, H, W)``."""
-    from invdiff import operators
+    """Measured fastMRI k-space -> magnitude images ``(S, 1, H, W)`` (:func:`invdiff.recon.kspace.reconstruct_kspace`)."""
+    from invdiff.recon.kspace import reconstruct_kspace
 
     if args.operator not in (None, "mri"):
         raise CLIError(f"--operator {args.operator}: {path} holds k-space; use --operator mri (or leave it out)")
-    cls = _solver_class(args.solver)
-    if getattr(cls, "needs_prior", True):
-        raise CLIError(f"--solver {args.solver}: measured (complex) k-space is reconstructed with the classical "
-                       f"solvers (fbp/zerofilled, cg, tv); the diffusion solvers need a complex-valued prior")
-    S, H, W = y_full.shape[0], y_full.shape[-2], y_full.shape[-1]
-    coils = y_full.shape[2] if y_full.ndim == 5 else 1
-    mask = meta.get("mask")
-    if torch.is_tensor(mask) and mask.numel() in (W, H * W):  # already undersampled (fastMRI test sets)
-        op = operators.MRI((2, H, W), mask=(mask.reshape(-1, W) != 0).float().expand(H, W).contiguous())
-        how = f"the file's mask ({1 / float(op.mask.mean()):.1f}x)"
-    else:
-        op = operators.MRI((2, H, W), acceleration=args.acceleration, center_fraction=args.center_fraction,
-                           mask=args.mask, seed=args.seed)
-        how = f"{args.mask} mask, {args.acceleration}x (retrospective)"
-    op = op.to(args.device)
-    # coils become batch entries: each coil image is reconstructed alone, then root-sum-of-squares
-    y = y_full.to(args.device)
-    if y.ndim == 5:
-        y = y.transpose(1, 2).reshape(S * coils, 2, H, W)
-    y = y * op.mask
-    solver = _make_solver(args.solver, None, args.steps, args.device)
-    r = solver.reconstruct(y, op, seed=args.seed, progress=sys.stderr.isatty())
-    mag = r.mean.pow(2).sum(1)  # |x_c|^2, (S * coils, H, W)
-    rec = mag.reshape(S, coils, H, W).sum(1).sqrt()[:, None]
-    print(f"invdiff reconstruct: {path.name}: k-space {tuple(y_full.shape)}, {coils} coil(s), {how}, {args.solver}"
-          f"{' + root-sum-of-squares' if coils > 1 else ''}")
-    target = meta.get("reconstruction_rss", meta.get("reconstruction_esc"))
-    if torch.is_tensor(target) and target.shape[0] == S and target.shape[-2] <= H and target.shape[-1] <= W:
-        h, w = target.shape[-2:]
-        top, left = (H - h) // 2, (W - w) // 2
-        crop = rec[..., top:top + h, left:left + w].cpu()
-        print(_fmt(f"{args.solver} vs file's target", crop, target.reshape(S, 1, h, w), r.nfe, r.seconds))
-    else:
-        print(_fmt(args.solver, rec, None, r.nfe, r.seconds))
-    return rec
+    solver = None if args.solver.lower() in PSEUDO_INVERSES else _make_solver(args.solver, args.prior, args.steps,
+                                                                               args.device)
+    r = reconstruct_kspace(y_full, meta, solver, acceleration=args.acceleration, center_fraction=args.center_fraction,
+                           mask=args.mask, seed=args.seed, image_model=args.image_model, scale=args.scale,
+                           noise_std=args.noise_std, device=args.device, progress=sys.stderr.isatty(),
+                           name=path.name, solver_name=args.solver)
+    print("\n".join(r.lines))
+    return r.image.cpu()
 
 
 def cmd_reconstruct(args) -> int:
@@ -399,9 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="INPUT an image or volume (.nii/.nii.gz, .npy, .h5 reconstruction): simulate "
                        "its measurement with --operator, reconstruct, print PSNR/SSIM against INPUT and save OUT "
                        "(format from the extension; a NIfTI input's affine is kept). INPUT an .h5 with 'kspace' "
-                       "(fastMRI layout): undersample it retrospectively (or use the file's 'mask'), reconstruct "
-                       "each coil with a classical solver (default: zero-filled) and combine coils by "
-                       "root-sum-of-squares; OUT holds (slices, 1, H, W) magnitude images ((slices, H, W) for NIfTI). "
+                       "(fastMRI layout): undersample it retrospectively (or use the file's 'mask'), estimate "
+                       "coil maps (ESPIRiT) and reconstruct by SENSE with any solver (fbp/zerofilled: zero-filled "
+                       "root-sum-of-squares); OUT holds (slices, 1, H, W) magnitude images ((slices, H, W) for NIfTI). "
                        "INPUT an .h5 with 'sinogram' and ASTRA geometry (docs/sinogram_format.md) or a LoDoPaB-CT "
                        "observation: reconstruct the measured sinogram as it is, in the data's units.")
     r.add_argument("input", help="input file: .nii, .nii.gz, .npy or .h5, or a folder of one DICOM series")
@@ -412,10 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--center-fraction", type=float, default=0.08, help="MRI fully sampled centre fraction")
     r.add_argument("--noise", type=float, default=0.01, help="Gaussian noise std as a fraction of rms(A x) "
                    "(simulated measurements only)")
-    r.add_argument("--scale", type=float, default=None, help="measured sinograms: data units per prior unit "
-                   "(default: the 0.995 quantile of |FBP| is mapped to the prior's data_range max)")
-    r.add_argument("--noise-std", type=float, default=None, help="measured sinograms: noise std in the sinogram's "
-                   "units (default: the file's noise_std, else estimated on the data)")
+    r.add_argument("--scale", type=float, default=None, help="measured data (sinogram, k-space): data units per "
+                   "prior unit (default: the 0.995 quantile of |FBP| or |CG SENSE| is mapped to the prior's "
+                   "data_range max)")
+    r.add_argument("--noise-std", type=float, default=None, help="measured data: noise std in the data's units "
+                   "(default: the file's noise_std, else estimated on the data)")
+    r.add_argument("--image-model", choices=("auto", "magnitude", "complex"), default="auto",
+                   help="measured k-space: 'magnitude' (real image, calibration phase folded into the coil maps) or "
+                   "'complex' (two channels); auto: the prior's channel count, complex for cg/tv")
     common(r)
     r.set_defaults(func=cmd_reconstruct)
 

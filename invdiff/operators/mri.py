@@ -39,7 +39,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators._checks import check_img_size, check_input, check_noise_std
+from invdiff.validate import check_img_size, check_input, check_noise_std
 from invdiff.operators.functional.fft import fft2c, from_complex, ifft2c, to_complex
 from invdiff.operators.functional.mri_masks import equispaced_mask, poisson_mask, random_mask
 
