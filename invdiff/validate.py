@@ -16,7 +16,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-__all__ = ["check_positive_int", "check_positive_float", "check_unit_interval", "check_choice", "check_finite",
+__all__ = ["check_interval", "check_positive_int", "check_positive_float", "check_unit_interval", "check_choice", "check_finite",
            "check_prior", "check_measurement", "check_img_size", "check_noise_std", "check_input",
            "check_vp_chain", "check_tail_average"]
 
@@ -43,6 +43,31 @@ def check_positive_float(name: str, value, allow_zero: bool = False) -> float:
         raise TypeError(f"{name}: expected a number, got {value!r}") from None
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} finite number, got {value!r}")
+    return v
+
+
+def check_interval(name: str, value, low: float = -math.inf, high: float = math.inf,
+                   low_open: bool = False, high_open: bool = False) -> float:
+    """A finite number (not a bool) in the interval from ``low`` to ``high``, returned as ``float``.
+
+    ``low_open`` / ``high_open`` exclude the ends; the message writes the interval as ``in [0, 1)``,
+    ``>= 1`` or ``< 0``.
+    """
+    if math.isinf(high):
+        span = f"{'>' if low_open else '>='} {low:g}"
+    elif math.isinf(low):
+        span = f"{'<' if high_open else '<='} {high:g}"
+    else:
+        span = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected a number {span}, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number {span}, got {value!r}") from None
+    outside = v < low or v > high or (low_open and v == low) or (high_open and v == high)
+    if not math.isfinite(v) or outside:
+        raise ValueError(f"{name}: expected a finite number {span}, got {value!r}")
     return v
 
 

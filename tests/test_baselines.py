@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import deepinv as dinv
@@ -133,12 +134,14 @@ def test_method_table_and_one_call_reconstruct():
 
 
 def test_one_validator_module_for_operators_and_solvers():
-    """The operators' checks are invdiff.validate's (operators/_checks.py only re-exports them), and every
-    error names the argument, the value given and what was expected."""
+    """The operators' checks are invdiff.validate's, and every error names the argument, the value given and
+    what was expected."""
     from invdiff import validate
-    from invdiff.operators import _checks
+    from invdiff.operators import _checked, blur, ct, inpainting, mri, superres
 
-    assert _checks.check_noise_std is validate.check_noise_std and _checks.check_img_size is validate.check_img_size
+    for module in (blur, ct, inpainting, mri, superres):
+        assert module.check_noise_std is validate.check_noise_std and module.check_img_size is validate.check_img_size
+    assert _checked.check_input is validate.check_input and ct.check_positive_int is validate.check_positive_int
     cases = [(lambda: validate.check_positive_int("steps", 0), ValueError, r"steps: expected a positive integer, got 0"),
              (lambda: validate.check_positive_float("lr", "fast"), TypeError, r"lr: expected a number, got 'fast'"),
              (lambda: validate.check_unit_interval("eta", 2), ValueError, r"eta: expected a number in \[0, 1\], got 2"),
@@ -164,3 +167,20 @@ def test_tv_same_seed_same_result_whatever_the_global_generator():
         torch.manual_seed(global_seed)
         out.append(TV(weight=0.01, iters=30).reconstruct(y, op, seed=0, progress=False).mean)
     assert torch.equal(out[0], out[1])
+
+
+def test_check_interval_names_the_interval():
+    from invdiff import validate
+
+    assert validate.check_interval("a", 3, low=1.0) == 3.0
+    assert validate.check_interval("cf", 0.0, 0.0, 1.0, high_open=True) == 0.0
+    for value, exc, text in [(0.5, ValueError, "a: expected a finite number >= 1, got 0.5"),
+                             (float("inf"), ValueError, "a: expected a finite number >= 1, got inf"),
+                             ("x", TypeError, "a: expected a number >= 1, got 'x'"),
+                             (True, TypeError, "a: expected a number >= 1, got True")]:
+        with pytest.raises(exc, match=re.escape(text)):
+            validate.check_interval("a", value, low=1.0)
+    with pytest.raises(ValueError, match=re.escape("cf: expected a finite number in [0, 1), got 1.0")):
+        validate.check_interval("cf", 1.0, 0.0, 1.0, high_open=True)
+    with pytest.raises(ValueError, match=re.escape("t: expected a finite number in (0, 2], got 0")):
+        validate.check_interval("t", 0, 0.0, 2.0, low_open=True)
