@@ -208,7 +208,8 @@ def build_monai_unet(net_args: Mapping[str, Any]) -> nn.Module:
 
 
 class MonaiUNetOutput(nn.Module):
-    """``DiffusionModelUNet(x_t, timesteps)`` as a plain ``f(x_t, t)``; its sinusoidal embedding takes fractional ``t``."""
+    """``DiffusionModelUNet(x_t, timesteps)`` as a plain ``f(x_t, t)`` (its sinusoidal embedding takes fractional
+    ``t``), checking that ``x_t`` has the network's dimensionality and channels."""
 
     def __init__(self, unet: nn.Module, spatial_dims: int):
         super().__init__()
@@ -282,6 +283,6 @@ def load_monai(path: str | os.PathLike, device: str | torch.device = "cpu", *,
     unet = build_monai_unet(net_args)
     load_state_dict_strict(unet, read_state_dict(path, key=key), source=str(path))
     pad = 2 ** (len(unet.block_out_channels) - 1)
-    D = VPEpsDenoiser(MonaiUNetOutput(unet, int(net_args["spatial_dims"])), ab, data_range=data_range, prediction_type=pred, timestep=timestep,
-                      name=os.path.basename(str(path)), pad_multiple=pad)
+    D = VPEpsDenoiser(MonaiUNetOutput(unet, int(net_args["spatial_dims"])), ab, data_range=data_range,
+                      prediction_type=pred, timestep=timestep, name=os.path.basename(str(path)), pad_multiple=pad)
     return D.to(device).eval()
