@@ -140,6 +140,25 @@ def test_bundle_config_with_references_and_scheduler_entry(tmp_path):
         assert rel_err(D(x, sigma), step) < RTOL
 
 
+def test_yaml_bundle_config(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    net = random_unet(2, seed=10)
+    weights, cfg_path = save_bundle(tmp_path, net, 2)
+    bundle = {"network_def": {"_target_": "monai.networks.nets.DiffusionModelUNet",
+                              **{k: list(v) if isinstance(v, tuple) else v for k, v in net_args(2).items()}},
+              "noise_scheduler": {"_target_": "DDPMScheduler", **SCHED, "prediction_type": "sample"}}
+    path = tmp_path / "configs" / "inference.yaml"
+    path.write_text(yaml.safe_dump(bundle))
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        a = load_monai(weights, config=path)(x, 0.7)
+        b = load_monai(weights, config=cfg_path, scheduler=dict(SCHED, prediction_type="sample"))(x, 0.7)
+    assert torch.equal(a, b)
+    path.write_text("network_def: [unclosed")
+    with pytest.raises(ValueError, match="config: .* is not readable YAML"):
+        load_monai(weights, config=path)
+
+
 def test_any_size_volume_is_padded_to_the_network(tmp_path):
     net = random_unet(3, seed=6)
     weights, cfg_path = save_bundle(tmp_path, net, 3)

@@ -11,7 +11,7 @@ network definition, e.g.::
                         "beta_start": 0.0015, "beta_end": 0.0195}
 
 :func:`load_monai` takes ``config=`` (those constructor arguments, or a whole bundle config with a
-``network_def`` entry; a dict or a JSON file) and ``scheduler=`` (``DDPMScheduler`` arguments). It
+``network_def`` entry; a dict, a JSON file or a YAML file) and ``scheduler=`` (``DDPMScheduler`` arguments). It
 builds ``DiffusionModelUNet(**config)``, loads the weights strictly (missing / unexpected keys are
 listed) and wraps the network in :class:`~invdiff.priors.adapters.vp.VPEpsDenoiser`.
 
@@ -102,7 +102,7 @@ def monai_alphas_cumprod(schedule: str = "linear_beta", num_train_timesteps: int
 
 
 def _read_config(config: Mapping[str, Any] | str | os.PathLike, arg: str) -> dict[str, Any]:
-    """A dict, or the JSON object in the file ``config``."""
+    """A dict, or the object in the JSON file ``config`` (``.yaml`` / ``.yml``: read with PyYAML's ``safe_load``)."""
     if isinstance(config, Mapping):
         return dict(config)
     if not isinstance(config, (str, os.PathLike)):
@@ -110,12 +110,20 @@ def _read_config(config: Mapping[str, Any] | str | os.PathLike, arg: str) -> dic
     path = Path(config)
     if not path.is_file():
         raise FileNotFoundError(f"{arg}: {path}: no such file")
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    if is_yaml:
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ImportError(f"{arg}: reading the YAML file {path} needs PyYAML (pip install pyyaml), "
+                              "or convert it to JSON") from exc
     try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{arg}: {path} is not readable JSON ({exc})") from None
+        text = path.read_text()
+        obj = yaml.safe_load(text) if is_yaml else json.loads(text)
+    except Exception as exc:  # OSError, ValueError, yaml.YAMLError
+        raise ValueError(f"{arg}: {path} is not readable {'YAML' if is_yaml else 'JSON'} ({exc})") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{arg}: {path} must hold a JSON object, got {type(obj).__name__}")
+        raise ValueError(f"{arg}: {path} must hold a mapping, got {type(obj).__name__}")
     return obj
 
 
@@ -239,7 +247,7 @@ def load_monai(path: str | os.PathLike, device: str | torch.device = "cpu", *,
         ``.safetensors`` file.
     device : str or torch.device
         Where the network goes.
-    config : dict or path of a JSON file
+    config : dict or path of a JSON (or, with PyYAML installed, YAML) file
         ``DiffusionModelUNet``'s constructor arguments (``spatial_dims``, ``in_channels``, ``out_channels``,
         ``channels``, ``attention_levels``, ``num_res_blocks``, ``num_head_channels``, ...), or a bundle
         config with them under ``network_def`` (``"@name"`` references resolved, ``"$"`` code refused).
