@@ -1,11 +1,13 @@
-"""The ``invdiff`` command: ``demo``, ``reconstruct`` and ``bench``.
+"""The ``invdiff`` command: ``demo``, ``reconstruct``, ``batch`` and ``bench``.
 
 ``invdiff demo`` simulates a measurement of an embedded phantom, reconstructs it and writes a PNG
 figure (truth / measurement / pseudo-inverse baseline / reconstruction / posterior std), printing
 PSNR, SSIM, network calls and seconds. ``invdiff reconstruct`` does the same for an image or
 volume read from a file (NIfTI, npy, HDF5), or reconstructs measured k-space from a fastMRI-layout
-HDF5 file, and writes the result in the format of the output's extension. ``invdiff bench`` hands
-its arguments to :mod:`invdiff.bench`.
+HDF5 file, and writes the result in the format of the output's extension
+(:func:`invdiff.recon.file.reconstruct_file` does that work). ``invdiff batch`` reconstructs every
+scan of a folder, one Ray task per scan (:func:`invdiff.distributed.batch.run_batch`). ``invdiff
+bench`` hands its arguments to :mod:`invdiff.bench`. This module only parses arguments and prints.
 
 Solvers are looked up by name in :data:`invdiff.solvers.SOLVERS` (``fbp`` and ``zerofilled`` are
 the operator's pseudo-inverse ``A_dagger``; ``dps``, ``reddiff``, ``smc``, ``mbir``, ``tv``, ...);
@@ -182,6 +184,22 @@ def cmd_reconstruct(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- batch
+def cmd_batch(args) -> int:
+    """:func:`invdiff.distributed.batch.run_batch`; failed scans are named on stderr, exit status 1."""
+    from invdiff.distributed.batch import run_batch
+
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers: expected a positive integer, got {args.workers}")
+    if args.retries < 0:
+        raise CLIError(f"--retries: expected a non-negative integer, got {args.retries}")
+    res = run_batch(args.input, args.out, workers=args.workers, address=args.address, ext=args.ext,
+                    max_retries=args.retries, progress=sys.stderr.isatty(), echo=print, **reconstruct_kwargs(args))
+    for name, reason in res.failed.items():
+        print(f"invdiff: error: {name}: {reason}", file=sys.stderr)
+    return 1 if res.failed else 0
+
+
 # ----------------------------------------------------------------------------- bench
 def cmd_bench(argv: list[str]) -> int:
     from invdiff.bench.__main__ import main as bench_main
@@ -199,7 +217,23 @@ def build_parser() -> argparse.ArgumentParser:
                                 "measurements with diffusion priors.", formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"invdiff {__version__}")
     p.add_argument("--traceback", action="store_true", help="show full tracebacks instead of one-line errors")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{demo,reconstruct,bench}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{demo,reconstruct,batch,bench}")
+
+    def reconstruct_options(q):  # shared by reconstruct and batch
+        q.add_argument("--operator", choices=("ct", "mri"), default=None, help="forward operator (required for images)")
+        q.add_argument("--views", type=int, default=60, help="CT projection angles over 180 degrees")
+        q.add_argument("--mask", choices=("random", "equispaced", "poisson"), default="random", help="MRI mask")
+        q.add_argument("--center-fraction", type=float, default=0.08, help="MRI fully sampled centre fraction")
+        q.add_argument("--noise", type=float, default=0.01, help="Gaussian noise std as a fraction of rms(A x) "
+                       "(simulated measurements only)")
+        q.add_argument("--scale", type=float, default=None, help="measured data (sinogram, k-space): data units per "
+                       "prior unit (default: the 0.995 quantile of |FBP| or |CG SENSE| is mapped to the prior's "
+                       "data_range max)")
+        q.add_argument("--noise-std", type=float, default=None, help="measured data: noise std in the data's units "
+                       "(default: the file's noise_std, else estimated on the data)")
+        q.add_argument("--image-model", choices=("auto", "magnitude", "complex"), default="auto",
+                       help="measured k-space: 'magnitude' (real image, calibration phase folded into the coil maps) "
+                       "or 'complex' (two channels); auto: the prior's channel count, complex for cg/tv")
 
     def common(q):
         q.add_argument("--solver", default="fbp", help="fbp/zerofilled (A_dagger), tv, cg, dps, reddiff, smc, mbir, dds")
@@ -242,22 +276,30 @@ def build_parser() -> argparse.ArgumentParser:
                        "observation: reconstruct the measured sinogram as it is, in the data's units.")
     r.add_argument("input", help="input file: .nii, .nii.gz, .npy or .h5, or a folder of one DICOM series")
     r.add_argument("--out", required=True, help="output file: .nii, .nii.gz, .npy or .h5")
-    r.add_argument("--operator", choices=("ct", "mri"), default=None, help="forward operator (required for images)")
-    r.add_argument("--views", type=int, default=60, help="CT projection angles over 180 degrees")
-    r.add_argument("--mask", choices=("random", "equispaced", "poisson"), default="random", help="MRI mask")
-    r.add_argument("--center-fraction", type=float, default=0.08, help="MRI fully sampled centre fraction")
-    r.add_argument("--noise", type=float, default=0.01, help="Gaussian noise std as a fraction of rms(A x) "
-                   "(simulated measurements only)")
-    r.add_argument("--scale", type=float, default=None, help="measured data (sinogram, k-space): data units per "
-                   "prior unit (default: the 0.995 quantile of |FBP| or |CG SENSE| is mapped to the prior's "
-                   "data_range max)")
-    r.add_argument("--noise-std", type=float, default=None, help="measured data: noise std in the data's units "
-                   "(default: the file's noise_std, else estimated on the data)")
-    r.add_argument("--image-model", choices=("auto", "magnitude", "complex"), default="auto",
-                   help="measured k-space: 'magnitude' (real image, calibration phase folded into the coil maps) or "
-                   "'complex' (two channels); auto: the prior's channel count, complex for cg/tv")
+    reconstruct_options(r)
     common(r)
     r.set_defaults(func=cmd_reconstruct)
+
+    bt = sub.add_parser("batch", help="reconstruct every scan of a folder, one Ray task per scan", formatter_class=fmt,
+                        description="Reconstruct every scan in IN_DIR (.nii/.nii.gz/.npy/.h5 files, sub-folders "
+                        "holding one DICOM series) as 'invdiff reconstruct' does, one task per scan on Ray: a local "
+                        "Ray cluster of --workers CPUs by default, or an existing Ray cluster with --address (after "
+                        "'ray start --head'). Outputs OUT_DIR/NAME.EXT are written atomically; a rerun skips those "
+                        "that exist (finished); a scan that fails is named on stderr, the others finish, and the "
+                        "exit status is 1. Ray reruns a task whose worker died (--retries). Needs Ray: "
+                        "pip install 'invdiff[ray]'.")
+    bt.add_argument("input", help="input folder")
+    bt.add_argument("--out", required=True, help="output folder")
+    bt.add_argument("--ext", choices=(".npy", ".nii", ".nii.gz", ".h5"), default=None,
+                    help="output format (default: the input's; .nii.gz for a DICOM folder)")
+    bt.add_argument("--workers", type=int, default=None, help="Ray tasks at once (local cluster: its CPUs; "
+                    "default: all CPUs)")
+    bt.add_argument("--address", default=None, help="join the Ray cluster at this address ('auto' or HOST:PORT) "
+                    "instead of starting a local one")
+    bt.add_argument("--retries", type=int, default=3, help="Ray reruns of a task whose worker process died")
+    reconstruct_options(bt)
+    common(bt)
+    bt.set_defaults(func=cmd_batch)
 
     b = sub.add_parser("bench", help="benchmark against deepinv (arguments go to python -m invdiff.bench)",
                        add_help=False)
