@@ -87,6 +87,15 @@ def test_killed_worker_loses_nothing_and_a_rerun_completes(cluster, tmp_path, ca
     _assert_valid_outputs(folder, out_dir, tmp_path)  # the stale temporary is gone too
 
 
+def test_killed_worker_is_retried_by_ray_in_the_same_run(cluster, tmp_path, capsys, monkeypatch):
+    folder, out_dir = _inputs(tmp_path / "in", corrupt=False), tmp_path / "out"
+    monkeypatch.setenv(batch.KILL_HOOK, "scan1.npy")
+    assert main(["batch", str(folder), "--out", str(out_dir), *OPTS, "--retries", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "scan1.npy -> scan1.npy" in out and out.count("after a lost worker") == 1, out
+    _assert_valid_outputs(folder, out_dir, tmp_path)
+
+
 def test_run_tasks_reports_failures_and_keeps_going(cluster, tmp_path):
     (tmp_path / "x.npy").write_bytes(b"")
     res = dict(run_tasks(batch.list_scans, [tmp_path, tmp_path / "nope", tmp_path], workers=2))

@@ -9,14 +9,15 @@ Guarantees:
 
 - each output is written atomically (a temporary file in ``OUT_DIR``, then a rename), so an output
   that exists is finished, and a task killed at any point leaves no partial output;
-- a rerun skips finished outputs (unless ``overwrite``) and removes the temporary files a killed
-  task left behind for the outputs it writes again;
+- a rerun skips finished outputs (unless ``overwrite``); a task first removes the temporary files
+  that a killed attempt left behind for its output;
 - a scan that fails (a corrupt file, a worker that died more than ``max_retries`` times) is reported
   by name in :attr:`BatchResult.failed`; the other scans finish.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import time
@@ -28,8 +29,9 @@ from typing import Any
 from invdiff.distributed.ray_tasks import TaskFailure, ray_session, run_tasks
 
 SCAN_EXTENSIONS = (".nii.gz", ".nii", ".npy", ".h5")
-# Test hook: a scan whose name is in this variable (in the driver's environment) kills its own worker
-# (SIGKILL) after its output's temporary file is written and before the rename.
+# Test hook: a scan whose name is in this variable (in the driver's environment, os.pathsep-separated)
+# kills its own worker (SIGKILL) after its output's temporary file is written and before the rename,
+# in the first attempt (one that finds no temporary file of a killed attempt).
 KILL_HOOK = "INVDIFF_BATCH_KILL_BEFORE_RENAME"
 
 
@@ -80,19 +82,26 @@ def output_path(scan: Path, out_dir: str | os.PathLike, ext: str | None = None) 
 
 def _stale_temporaries(out: Path) -> list[Path]:
     """Temporary files of :func:`invdiff.utils.atomic_path` for ``out`` (``.<name>.<random>.tmp<suffix>``)."""
-    return list(out.parent.glob(f".{out.name}.*.tmp*")) if out.parent.is_dir() else []
+    return list(out.parent.glob(f".{glob.escape(out.name)}.*.tmp*")) if out.parent.is_dir() else []
 
 
 def _reconstruct_task(job: tuple[str, str, dict, bool]) -> dict[str, Any]:
-    """One scan in a Ray worker: :func:`reconstruct_file`, its printed lines collected; errors returned, not raised."""
+    """One scan in a Ray worker: :func:`reconstruct_file`, its printed lines collected; errors returned, not raised.
+
+    First removes the temporary files an attempt killed before it left for this output (Ray runs
+    one attempt of a task at a time); ``retried`` counts them.
+    """
     scan, out, kw, kill = job
     import torch
 
     from invdiff.recon.file import reconstruct_file
 
     torch.set_num_threads(1)
+    stale = _stale_temporaries(Path(out))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
     rename = os.replace
-    if kill:  # test hook (KILL_HOOK): die between the temporary file and the rename (atomic_path's os.replace)
+    if kill and not stale:  # test hook (KILL_HOOK): the first attempt dies between its temporary file and the rename
         os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
     lines: list[str] = []
     t0 = time.perf_counter()
@@ -103,7 +112,7 @@ def _reconstruct_task(job: tuple[str, str, dict, bool]) -> dict[str, Any]:
         return {"ok": False, "error": f"{type(err).__name__}: {text[0] if text else ''}"}
     finally:
         os.replace = rename
-    return {"ok": True, "lines": lines, "seconds": time.perf_counter() - t0}
+    return {"ok": True, "lines": lines, "seconds": time.perf_counter() - t0, "retried": len(stale)}
 
 
 def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, workers: int | None = None,
@@ -153,9 +162,6 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, workers:
     if not todo:
         return result
     out_dir.mkdir(parents=True, exist_ok=True)
-    for _, o in todo:
-        for tmp in _stale_temporaries(o):  # left by a task killed between writing and renaming
-            tmp.unlink(missing_ok=True)
     kill = set(filter(None, os.environ.get(KILL_HOOK, "").split(os.pathsep)))
     jobs = [(str(s), str(o), {**reconstruct_kw, "overwrite": overwrite}, s.name in kill) for s, o in todo]
     t0 = time.perf_counter()
@@ -167,7 +173,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, workers:
                 r = {"ok": False, "error": f"worker lost ({r})"}
             if r["ok"]:
                 result.written.append(out)
-                line = f"  {scan.name} -> {out.name} ({r['seconds']:.2f} s)"
+                again = ", after a lost worker" if r["retried"] else ""
+                line = f"  {scan.name} -> {out.name} ({r['seconds']:.2f} s{again})"
             else:
                 result.failed[scan.name] = r["error"]
                 line = f"  FAILED {scan.name}: {r['error']}"
