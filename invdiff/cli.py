@@ -194,7 +194,8 @@ def cmd_batch(args) -> int:
     if args.retries < 0:
         raise CLIError(f"--retries: expected a non-negative integer, got {args.retries}")
     res = run_batch(args.input, args.out, workers=args.workers, address=args.address, ext=args.ext,
-                    max_retries=args.retries, progress=sys.stderr.isatty(), echo=print, **reconstruct_kwargs(args))
+                    max_retries=args.retries, gpus_per_task=args.gpus_per_task, progress=sys.stderr.isatty(),
+                    echo=print, **reconstruct_kwargs(args))
     for name, reason in res.failed.items():
         print(f"invdiff: error: {name}: {reason}", file=sys.stderr)
     return 1 if res.failed else 0
@@ -297,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--address", default=None, help="join the Ray cluster at this address ('auto' or HOST:PORT) "
                     "instead of starting a local one")
     bt.add_argument("--retries", type=int, default=3, help="Ray reruns of a task whose worker process died")
+    bt.add_argument("--gpus-per-task", type=float, default=None, help="GPUs Ray gives each task (a fraction shares "
+                    "a GPU; default: 1 with --device cuda, else 0)")
     reconstruct_options(bt)
     common(bt)
     bt.set_defaults(func=cmd_batch)

@@ -141,3 +141,18 @@ def test_help_names_ray(capsys):
     assert main(["batch", "--help"]) == 0
     out = capsys.readouterr().out
     assert "Ray" in out and "--address" in out and "--workers" in out and "--views" in out
+
+
+def test_batch_user_errors_fail_before_any_task(tmp_path, capsys):
+    assert main(["batch", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--operator", "ct"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0] and "not found" in err[0]
+    assert main(["batch", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    (tmp_path / "a.nii").write_bytes(b"")
+    (tmp_path / "a.npy").write_bytes(b"")
+    with pytest.raises(ValueError, match="a.nii and a.npy would both be written"):
+        batch.run_batch(tmp_path, tmp_path / "o", ext=".h5", echo=lambda s: None)
+    with pytest.raises(ValueError, match="gpus_per_task.*-1"):
+        batch.run_batch(tmp_path, tmp_path / "o", gpus_per_task=-1, echo=lambda s: None)
+    assert not (tmp_path / "o").exists()

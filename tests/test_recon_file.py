@@ -89,6 +89,16 @@ def test_user_errors_are_plain_exceptions_naming_the_argument(tmp_path):
     assert (tmp_path / "o.npy").read_bytes() == b"keep"
 
 
+def test_a_blank_image_is_reconstructed_without_a_score(tmp_path):
+    """PSNR needs a non-constant reference: a blank input is still written, its line has no PSNR."""
+    np.save(tmp_path / "x.npy", np.zeros((16, 16), np.float32))
+    lines: list[str] = []
+    out = reconstruct_file(tmp_path / "x.npy", tmp_path / "o.npy", operator="ct", views=8, noise=0.0,
+                           echo=lines.append)
+    assert "PSNR" not in lines[1] and "NFE" in lines[1]
+    assert float(data.load(out)[0].abs().max()) == 0.0  # FBP of a zero sinogram
+
+
 def test_tuned_dds_settings_reach_the_solver():
     s = make_solver("dds", steps=10)
     for k, v in TUNED["dds"].items():

@@ -70,7 +70,10 @@ def list_scans(in_dir: str | os.PathLike, exclude: str | os.PathLike | None = No
 
 
 def output_path(scan: Path, out_dir: str | os.PathLike, ext: str | None = None) -> Path:
-    """``out_dir/<name><ext>``: the scan's name without its extension; ``ext`` default: the scan's, ``.nii.gz`` for a folder."""
+    """``out_dir/<name><ext>``: the scan's name without its extension.
+
+    ``ext`` default: the scan's own, ``.nii.gz`` for a folder (a DICOM series).
+    """
     scan = Path(scan)
     own = None if scan.is_dir() else _extension(scan)
     stem = scan.name[: len(scan.name) - len(own)] if own else scan.name
@@ -117,7 +120,8 @@ def _reconstruct_task(job: tuple[str, str, dict, bool]) -> dict[str, Any]:
 
 def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, workers: int | None = None,
               address: str | None = None, ext: str | None = None, overwrite: bool = False, max_retries: int = 3,
-              progress: bool = False, echo: Callable[[str], None] = print, **reconstruct_kw) -> BatchResult:
+              gpus_per_task: float | None = None, progress: bool = False, echo: Callable[[str], None] = print,
+              **reconstruct_kw) -> BatchResult:
     """Reconstruct every scan of ``in_dir`` into ``out_dir``, one Ray task per scan.
 
     Parameters
@@ -134,6 +138,9 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, workers:
         Reconstruct scans whose output exists too (default: skip them, they are finished).
     max_retries : int
         Times Ray reruns a task whose worker process died.
+    gpus_per_task : float, optional
+        GPUs Ray gives each task (fractions share a GPU); default 1 when ``device`` is ``"cuda"``, else
+        0. Ray shows a task only its GPUs, so ``device="cuda"`` is the task's GPU.
     progress, echo
         A tqdm progress bar; the receiver of the report lines.
     **reconstruct_kw
@@ -146,6 +153,10 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, workers:
     """
     from tqdm.auto import tqdm
 
+    if gpus_per_task is None:
+        gpus_per_task = 1.0 if str(reconstruct_kw.get("device", "cpu")).startswith("cuda") else 0.0
+    if not (isinstance(gpus_per_task, (int, float)) and gpus_per_task >= 0):
+        raise ValueError(f"gpus_per_task: expected a non-negative number, got {gpus_per_task!r}")
     out_dir = Path(out_dir)
     scans = list_scans(in_dir, exclude=out_dir)
     outs = [output_path(s, out_dir, ext) for s in scans]
@@ -167,7 +178,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, workers:
     t0 = time.perf_counter()
     with ray_session(workers, address), tqdm(total=len(jobs), desc="invdiff batch", unit="scan",
                                               disable=not progress) as bar:
-        for i, r in run_tasks(_reconstruct_task, jobs, workers=workers, max_retries=max_retries):
+        for i, r in run_tasks(_reconstruct_task, jobs, workers=workers, max_retries=max_retries,
+                                  num_gpus=gpus_per_task):
             scan, out = todo[i]
             if isinstance(r, TaskFailure):
                 r = {"ok": False, "error": f"worker lost ({r})"}

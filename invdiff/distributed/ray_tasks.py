@@ -76,11 +76,12 @@ def _failure(err: BaseException) -> TaskFailure:
 
 
 def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | None = None, max_retries: int = 3,
-              num_cpus: float = 1.0) -> Iterator[tuple[int, Any]]:
+              num_cpus: float = 1.0, num_gpus: float = 0.0) -> Iterator[tuple[int, Any]]:
     """Run ``fn(item)`` as one Ray task per item; yield ``(index, result)`` in the order tasks finish.
 
     At most ``workers`` tasks are in flight (default: all at once; Ray queues them on the cluster's
-    CPUs, ``num_cpus`` each). ``result`` is ``fn``'s return value, or a :class:`TaskFailure` for a
+    CPUs, ``num_cpus`` and ``num_gpus`` each; Ray shows a task only the GPUs it was given, as
+    ``cuda:0``, ...). ``result`` is ``fn``'s return value, or a :class:`TaskFailure` for a
     task that raised or whose worker died more than ``max_retries`` times. Needs a connected Ray
     (:func:`ray_session`); ``fn`` must be importable (a module-level function).
     """
@@ -88,7 +89,8 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries: expected a non-negative integer, got {max_retries!r}")
     ray = _import_ray()
-    remote = ray.remote(fn).options(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False)
+    remote = ray.remote(fn).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
+                                    retry_exceptions=False)
     pending = list(enumerate(items))[::-1]  # popped from the end: submitted in order
     running: dict[Any, int] = {}
     while pending or running:

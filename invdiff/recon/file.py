@@ -87,9 +87,16 @@ def relative_noise(make_op: Callable[[float], object], x: Tensor, noise: float):
 
 
 def score_line(label: str, x: Tensor, truth: Tensor | None, nfe: int, seconds: float) -> str:
-    """``label PSNR .. dB SSIM .. NFE .. seconds`` (PSNR/SSIM only when ``truth`` is given)."""
+    """``label PSNR .. dB SSIM .. NFE .. seconds``.
+
+    PSNR/SSIM (data range: the truth's max - min) only when ``truth`` is given and no image of it is
+    constant (a blank input is reconstructed and written; it has no score).
+    """
     from invdiff import metrics
 
+    if truth is not None:
+        flat = truth.flatten(1)
+        truth = None if bool((flat.amax(1) == flat.amin(1)).any()) else truth
     if truth is None:
         return f"  {label:<22} NFE {nfe:5d}  {seconds:8.2f} s"
     p = float(metrics.psnr(x, truth).mean())
@@ -157,7 +164,7 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
     Examples
     --------
     >>> import numpy as np, tempfile, pathlib
-    >>> d = pathlib.Path(tempfile.mkdtemp()); np.save(d / "x.npy", np.ones((16, 16), np.float32))
+    >>> d = pathlib.Path(tempfile.mkdtemp()); np.save(d / "x.npy", np.eye(16, dtype=np.float32))
     >>> reconstruct_file(d / "x.npy", d / "r.npy", operator="ct", views=8, echo=lambda s: None).name
     'r.npy'
     """
