@@ -43,13 +43,6 @@ class CLIError(Exception):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _make_solver(name: str, prior_spec: str | None, steps: int | None, device: str):
-    """:func:`invdiff.recon.file.make_solver` (the ``TUNED`` settings live there)."""
-    from invdiff.recon.file import make_solver
-
-    return make_solver(name, prior_spec, steps, device)
-
-
 def _check_output(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise CLIError(f"{path}: output exists; pass --overwrite to replace it", code=1)
@@ -121,14 +114,14 @@ def _figure(path: Path, panels: list[tuple[Tensor, str, str, object]], overwrite
 
 def cmd_demo(args) -> int:
     from invdiff import metrics
-    from invdiff.recon.file import relative_noise, score_line
+    from invdiff.recon.file import make_solver, relative_noise, score_line
 
     out_dir = Path(args.out)
     png = out_dir / f"demo_{args.task}_{args.solver.lower()}.png"
     _check_output(png, args.overwrite)
     # an unknown or unavailable solver or prior fails before any work
-    solver = None if args.solver.lower() in PSEUDO_INVERSES else _make_solver(args.solver, args.prior, args.steps,
-                                                                               args.device)
+    solver = None if args.solver.lower() in PSEUDO_INVERSES else make_solver(args.solver, args.prior, args.steps,
+                                                                              args.device)
     if args.task == "ct3d":
         from invdiff import data
 
