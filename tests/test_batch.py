@@ -108,16 +108,18 @@ def test_bench_jobs_on_ray_equal_a_serial_run(cluster):
     from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
     from invdiff.bench.run import run_benchmark, run_parallel
 
-    tasks, methods = ["ct16", "inpaint70"], ["fbp"]
+    tasks, methods = ["ct16", "inpaint70"], ["fbp", "tv"]
     par, par_img, par_skip = run_parallel(tasks, methods, 1, 2, DEFAULT_PRIOR, "cpu", 0, jobs=2, log=lambda s: None)
     ser, ser_img, ser_skip = run_benchmark(tasks, methods, n_images=1, nfe=2, prior=load_prior(DEFAULT_PRIOR, "cpu"),
                                            log=lambda s: None)
+
     def numbers(rows):  # timings aside; NaN (no coverage without samples) compared as a value
         return [{k: "nan" if v != v else v for k, v in r.items() if k not in ("seconds_per_image", "peak_mem_mb")}
                 for r in rows]
 
-    assert numbers(par) == numbers(ser) and len(par) == 2
-    assert par_img == ser_img and par_skip == ser_skip and [r["task"] for r in par] == tasks
+    assert numbers(par) == numbers(ser) and len(par) == 4
+    assert par_img == ser_img and par_skip == ser_skip
+    assert [(r["task"], r["key"]) for r in par] == [(t, m) for t in tasks for m in methods]
 
 
 def test_scan_listing_and_output_names(tmp_path):
