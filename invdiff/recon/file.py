@@ -35,15 +35,18 @@ PSEUDO_INVERSES = {"fbp", "zerofilled", "zero-filled", "zero_filled"}
 TUNED = {"dds": {"schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2}}
 
 
+DEFAULT_PRIOR = "phantom-ct-64"  # the shipped 2D prior; volumes go through it slice by slice
+
+
 def load_prior(spec: str | None, device: str = "cpu"):
-    """The prior named ``spec`` (embedded name or checkpoint path); ``None``: the first embedded prior."""
+    """The prior named ``spec`` (embedded name or checkpoint path); ``None``: :data:`DEFAULT_PRIOR`."""
     from invdiff import priors
 
     if spec is None:
         names = list(priors.available())
         if not names:
             raise ValueError("prior: no embedded prior is shipped; pass a checkpoint path (--prior PATH)")
-        spec = names[0]
+        spec = DEFAULT_PRIOR if DEFAULT_PRIOR in names else names[0]
     return priors.load(spec, device=device)
 
 
@@ -128,6 +131,34 @@ def _check_operator(operator: str | None, expected: str, path: Path, holds: str)
                          f"(--operator {expected}) or leave it out")
 
 
+def intensity_map(x: Tensor, prior=None, quantiles: tuple[float, float] = (0.001, 0.999)):
+    """Maps between an input image's units and the prior's ``data_range`` for a simulated measurement.
+
+    An image already inside the range (to 1 % of its width) is used as it is. Otherwise (Hounsfield
+    units, say) the ``quantiles`` of its values are mapped linearly onto ``data_range = (lo, hi)``:
+    ``x' = lo + (x - a) / s`` with ``a``, ``a + s (hi - lo)`` the two quantiles; the measurement is
+    simulated from ``x'`` and the reconstruction mapped back, ``x = a + s (x' - lo)``, so the output
+    is in the input's units. Returns ``(to_prior, from_prior, how)``; ``how`` is ``""`` for no map.
+    """
+    rng = getattr(prior, "data_range", None) or (0.0, 1.0)
+    lo, hi = float(rng[0]), float(rng[1])
+    tol = 0.01 * (hi - lo)
+    if float(x.min()) >= lo - tol and float(x.max()) <= hi + tol:
+        return (lambda t: t), (lambda t: t), ""
+    flat = x.detach().reshape(-1).double()
+    if flat.numel() > 2_000_000:
+        flat = flat[:: flat.numel() // 1_000_000 + 1]
+    qa, qb = (float(v) for v in torch.quantile(flat, torch.tensor(quantiles, dtype=flat.dtype)))
+    if not qb > qa:
+        qa, qb = float(flat.min()), float(flat.max())
+    if not qb > qa:  # a constant image: shift it into the range
+        qb = qa + 1.0
+    a, s = qa, (qb - qa) / (hi - lo)
+    how = (f"the input's {quantiles[0]:g}-{quantiles[1]:g} quantiles [{qa:.4g}, {qb:.4g}] are mapped linearly onto "
+           f"the prior's data_range [{lo:g}, {hi:g}]; the output is in the input's units")
+    return (lambda t: lo + (t - a) / s), (lambda t: a + s * (t - lo)), how
+
+
 def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver: str = "fbp",
                      prior: str | None = None, steps: int | None = None, operator: str | None = None,
                      views: int = 60, acceleration: float = 4.0, center_fraction: float = 0.08,
@@ -207,6 +238,11 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
         if operator not in ("ct", "mri"):
             raise ValueError(f"operator: expected 'ct' or 'mri', got {operator!r}")
         xb = _as_operator_input(x, path).to(device)
+        sol = make_solver(solver, prior, steps, device)
+        to_prior, from_prior, how = intensity_map(xb, getattr(sol, "prior", None))
+        if how:
+            echo(f"invdiff reconstruct: {path.name}: intensity: {how}")
+        xb_p = to_prior(xb)
         size = tuple(xb.shape[1:])
         if operator == "ct":
             make = lambda s: operators.CT(size, n_views=views, noise_std=s)  # noqa: E731
@@ -215,15 +251,15 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
             make = lambda s: operators.MRI(size, acceleration=acceleration,  # noqa: E731
                                            center_fraction=center_fraction, mask=mask, noise_std=s, seed=seed)
             desc = f"MRI {acceleration}x {mask}"
-        op = relative_noise(make, xb, noise).to(device)
+        op = relative_noise(make, xb_p, noise).to(device)
         torch.manual_seed(seed)
         with torch.no_grad():
-            y = op(xb)
+            y = op(xb_p)
         echo(f"invdiff reconstruct: {path.name} {tuple(x.shape)} -> simulated {desc}, noise {noise} x rms(Ax)")
-        sol = make_solver(solver, prior, steps, device)
         r = sol.reconstruct(y, op, seed=seed, progress=progress)
-        echo(score_line(solver, r.mean, xb, r.nfe, r.seconds))
-        out_tensor = r.mean.reshape(x.shape)
+        rec = from_prior(r.mean)
+        echo(score_line(solver, rec, xb, r.nfe, r.seconds))
+        out_tensor = rec.reshape(x.shape)
     data.save(out, out_tensor.detach().cpu(), overwrite=overwrite, **output_meta(meta, out))
     echo(f"wrote {out}")
     return out
