@@ -113,7 +113,9 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "reddiff", "default", {"steps": 1000, "lr": 0.1, "lam": 0.25},
         tuned_on=CT16_TUNING + "; 2 tuning images",
         grid="lr 0.02/0.05/0.1/0.3 at lam 0.25; lam 0.05/0.25/1.0 at lr 0.1; noise-weighted data term",
-        measured="18.23 dB on the 8 ct16 test images at 100 steps",
+        measured="18.23 dB on the 8 ct16 test images at 100 steps (benchmarks/CT16.md); at 1000 steps (not "
+                 "re-tuned) 20.84 dB on the first 2 ct16 test images, 17.31 at 100 steps on the same 2 "
+                 "(run_benchmark(['ct16'], ['reddiff'], n_images=2, nfe=1000))",
         notes="steps = 1000 is the paper's; lr and lam were tuned at 100 steps."),
     },
     "mbir": {"default": Preset(
