@@ -2,7 +2,8 @@
 
 Every solver class reads its constructor defaults from here (an argument left at ``None`` means "the
 preset's"; an argument given explicitly always wins), and so do the benchmark
-(:data:`invdiff.bench.methods.HPARAMS`), the command line and the notebooks. So::
+(:data:`invdiff.bench.methods.HPARAMS`), the notebooks and the command line (which prints
+:meth:`~invdiff.solvers.base.Solver.settings`). So::
 
     solvers.DDS(prior)                                   # == DDS(prior, **preset("dds").params)
     solvers.DDS(prior).settings()                        # the resolved hyperparameters
@@ -30,7 +31,7 @@ reproducing a paper (``DDS(prior, **PAPER["dds"])``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -97,7 +98,8 @@ PRESETS: dict[str, dict[str, Preset]] = {
         grid="schedule vp/karras; gamma 0.1/1/10/inf; eta 0.5/0.7/0.85/1.0; cg_iters 3/5/10/20/50; "
              "sigma_min 0.002/0.02/0.05/0.1; lambda_ 0.3/1/3; tail average 1/20 steps",
         measured="35.03 dB on 4 tuning images (official settings, vp schedule: 29.68 on 3); "
-                 "35.26 dB on the 8 ct16 test images (benchmarks/CT16.md)",
+                 "35.26 dB on the 8 ct16 test images (benchmarks/CT16.md), re-measured as DDS(prior): 35.27 "
+                 "(PAPER['dds'] on the same measurement: 31.05)",
         notes="gamma is unused while lambda_ is set (gamma_t = sigma_t^2 / (lambda_ sigma_y^2)); passing gamma "
               "without lambda_ switches lambda_ off."),
     },
@@ -114,7 +116,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
         tuned_on=CT16_TUNING + "; 2 tuning images",
         grid="lr 0.02/0.05/0.1/0.3 at lam 0.25; lam 0.05/0.25/1.0 at lr 0.1; noise-weighted data term",
         measured="18.23 dB on the 8 ct16 test images at 100 steps (benchmarks/CT16.md); at 1000 steps (not "
-                 "re-tuned) 20.84 dB on the first 2 ct16 test images, 17.31 at 100 steps on the same 2 "
+                 "re-tuned) 20.84 dB on 2 ct16 test images (test_images(2)), 17.31 at 100 steps on the same 2 "
                  "(run_benchmark(['ct16'], ['reddiff'], n_images=2, nfe=1000))",
         notes="steps = 1000 is the paper's; lr and lam were tuned at 100 steps."),
     },
