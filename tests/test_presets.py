@@ -28,7 +28,7 @@ RECORDED = {
     "dps": {"step_size": 0.1},
     "reddiff": {"lr": 0.1, "lam": 0.25},
     "mbir": {"mode": "dds", "tv_weight": 0.2, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85},
-    "tv": {"weight": 0.01},
+    "tv": {"weight": 0.0005},
 }
 
 
@@ -77,7 +77,7 @@ def test_class_defaults_are_the_recorded_tuned_values(key):
 @pytest.mark.parametrize("make", [
     lambda p: (solvers.DPS(p, steps=5), solvers.DPS(p, steps=5, step_size=0.1)),
     lambda p: (solvers.REDDiff(p, steps=5), solvers.REDDiff(p, steps=5, lr=0.1, lam=0.25)),
-    lambda p: (solvers.TV(iters=20), solvers.TV(weight=0.01, iters=20)),
+    lambda p: (solvers.TV(iters=20), solvers.TV(weight=0.0005, iters=20)),
 ], ids=["dps", "reddiff", "tv"])
 def test_default_run_equals_the_tuned_run(make):
     prior, op, y = gauss_problem()

@@ -134,7 +134,7 @@ class Solver(dinv.models.Reconstructor):
         -------
         >>> from invdiff.solvers import TV
         >>> TV().settings()["weight"]
-        0.01
+        0.0005
         """
         skip = {"self", "prior", "prior2d", "device"}
         out = {}

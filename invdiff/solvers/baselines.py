@@ -136,7 +136,7 @@ class TV(_Baseline):
     Parameters
     ----------
     weight : float, optional
-        TV weight ``w`` (after the normalisation above); preset 0.01 (tuned on 16-view CT,
+        TV weight ``w`` (after the normalisation above); preset 0.0005 (tuned on 16-view CT,
         :func:`invdiff.solvers.presets.preset` ``("tv")``).
     iters : int
         Number of PDHG iterations.
