@@ -157,7 +157,7 @@ def test_dds_data_step_closed_form_on_inpainting():
     mask = op.mask.bool().expand(1, *img)
     for gamma in (math.inf, 2.0):
         last = {}
-        DDS(prior, steps=5, cg_iters=3, gamma=gamma).reconstruct(y, op, progress=False, callback=last.update)
+        DDS(prior, steps=5, cg_iters=3, gamma=gamma, schedule="vp", tail_average=1).reconstruct(y, op, progress=False, callback=last.update)
         x0_hat, x0_dc = last["x0_hat"], last["x0_dc"]
         expected = y if math.isinf(gamma) else (x0_hat + gamma * y) / (1 + gamma)
         assert torch.allclose(x0_dc[mask], expected[mask].to(x0_dc.dtype), atol=1e-5)
@@ -169,7 +169,8 @@ def test_dds_runs_on_2d_ct_and_fits_the_data():
     x[..., 4:12, 5:11] = 0.8
     op = CT((1, 16, 16), n_views=6)
     y = op.A(x)
-    r = DDS(gauss_prior(16), steps=15, gamma=math.inf).reconstruct(y, op, progress=False)
+    r = DDS(gauss_prior(16), steps=15, gamma=math.inf, schedule="vp", cg_iters=5, tail_average=1).reconstruct(
+        y, op, progress=False)
     assert r.mean.shape == x.shape and r.nfe == 15 and "slice_evals" not in r.info
     # the last CG step fits the sinogram far better than the prior mean (0.3 everywhere) does
     rel = (op.A(r.mean) - y).norm() / y.norm()
@@ -244,7 +245,7 @@ def test_mbir_same_seed_same_result(mode):
 def test_mbir_tv_off_is_plain_slice_wise_dds():
     """tv_weight = 0: the same loop with CG data consistency only; DiffusionMBIR's fast mode is DDS on volumes."""
     x, op, y = _volume_problem(D=4)
-    kw = dict(steps=8, cg_iters=5, eta=0.85, gamma=math.inf, tv_weight=0.0)
+    kw = dict(steps=8, cg_iters=5, eta=0.85, gamma=math.inf, tv_weight=0.0, schedule="vp", tail_average=1)
     a = DiffusionMBIR(gauss_prior(), mode="dds", **kw).reconstruct(y, op, seed=1, progress=False)
     b = DDS(gauss_prior(), **kw).reconstruct(y, op, seed=1, progress=False)
     assert torch.equal(a.mean, b.mean)

@@ -9,6 +9,7 @@ returns a :class:`Reconstruction`; ``solver(y, op)`` returns the mean, as deepin
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from invdiff.priors.slice import SliceDenoiser
+from invdiff.solvers.presets import SIGMA_MAX, SIGMA_MIN
 from invdiff.solvers.schedules import vp_chain_sigmas
 from invdiff.validate import check_measurement, check_positive_int, check_prior, check_vp_chain
 
@@ -51,9 +53,10 @@ class Reconstruction:
 
 
 def sigma_range(prior, sigma_min: float | None = None, sigma_max: float | None = None) -> tuple[float, float]:
-    """The noise range to sample over: arguments first, then the prior's attributes, then EDM's defaults."""
-    lo = sigma_min if sigma_min is not None else getattr(prior, "sigma_min", 0.002)
-    hi = sigma_max if sigma_max is not None else getattr(prior, "sigma_max", 80.0)
+    """The noise range to sample over: arguments first, then the prior's attributes, then
+    :data:`~invdiff.solvers.presets.SIGMA_MIN` / :data:`~invdiff.solvers.presets.SIGMA_MAX` (EDM's)."""
+    lo = sigma_min if sigma_min is not None else getattr(prior, "sigma_min", SIGMA_MIN)
+    hi = sigma_max if sigma_max is not None else getattr(prior, "sigma_max", SIGMA_MAX)
     return float(lo), float(hi)
 
 
@@ -119,6 +122,31 @@ class Solver(dinv.models.Reconstructor):
         """Extra solver-specific checks (e.g. 3D only)."""
 
     # -- public API
+    def settings(self) -> dict:
+        """The hyperparameters this solver runs with, resolved (presets and the prior's defaults filled in).
+
+        One entry per constructor argument except the prior and ``device``, read back from the solver
+        (e.g. ``DDS(prior).settings()["schedule"] == "karras"``, ``tail_average`` as a step count), so
+        that a command line or a report can print what was used. Values are plain Python numbers and
+        strings; ``inf`` stays ``math.inf``.
+
+        Example
+        -------
+        >>> from invdiff.solvers import TV
+        >>> TV().settings()["weight"]
+        0.0005
+        """
+        skip = {"self", "prior", "prior2d", "device"}
+        out = {}
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            if isinstance(value, Tensor):
+                value = value.tolist() if value.numel() > 1 else value.item()
+            out[name] = value
+        return out
+
     def reconstruct(self, y: Tensor, op, n_samples: int = 1, seed: int | torch.Generator | None = 0,
                     progress: bool = True, callback: Callable[[dict], None] | None = None) -> Reconstruction:
         """Reconstruct ``x`` from ``y = op(x)``.

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from invdiff.solvers.base import Reconstruction, Solver
 from invdiff.solvers.cg import cg
+from invdiff.solvers.presets import resolve
 from invdiff.validate import check_positive_float, check_positive_int
 
 
@@ -134,8 +135,9 @@ class TV(_Baseline):
 
     Parameters
     ----------
-    weight : float
-        TV weight ``w`` (after the normalisation above).
+    weight : float, optional
+        TV weight ``w`` (after the normalisation above); preset 0.0005 (tuned on 16-view CT,
+        :func:`invdiff.solvers.presets.preset` ``("tv")``).
     iters : int
         Number of PDHG iterations.
     ratio : float
@@ -150,10 +152,10 @@ class TV(_Baseline):
     torch.Size([1, 1, 8, 8])
     """
 
-    def __init__(self, weight: float = 1e-3, iters: int = 300, ratio: float = 10.0,
+    def __init__(self, weight: float | None = None, iters: int = 300, ratio: float = 10.0,
                  device: str | torch.device = "cpu"):
         super().__init__(device=device)
-        self.weight = check_positive_float("weight", weight, allow_zero=True)
+        self.weight = check_positive_float("weight", resolve("tv", {"weight": weight})["weight"], allow_zero=True)
         self.iters = check_positive_int("iters", iters)
         self.ratio = check_positive_float("ratio", ratio)
 

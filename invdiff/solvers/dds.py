@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+import deepinv as dinv
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.base import Solver
+from invdiff.solvers.base import Solver, sigma_range
+from invdiff.solvers.presets import resolve
 from invdiff.solvers.schedules import karras_sigmas, vp_chain_sigmas
 from invdiff.solvers.tv_z import ADMMTVz
 from invdiff.utils import measurement_noise_std
@@ -90,16 +92,34 @@ class DDSConfig:
         if self.schedule == "vp":
             sig = vp_chain_sigmas(self.steps, sigma_max=getattr(prior, "sigma_max", None))
             return sig.tolist(), math.sqrt(1 + float(sig[0]) ** 2)
-        lo = getattr(prior, "sigma_min", 0.002) if self.sigma_min is None else self.sigma_min
-        sig = karras_sigmas(self.steps, lo, getattr(prior, "sigma_max", 80.0))
+        lo, hi = sigma_range(prior, self.sigma_min)
+        sig = karras_sigmas(self.steps, lo, hi)
         return sig.tolist(), float(sig[0])
 
     def gamma_of(self, op, solver: str) -> Callable[[float], float]:
-        """``sigma -> gamma_t``: ``gamma``, or with ``lambda_`` DiffPIR's ``sigma^2 / (lambda_ sigma_y^2)``."""
+        """``sigma -> gamma_t``: ``gamma``, or with ``lambda_`` DiffPIR's ``sigma^2 / (lambda_ sigma_y^2)``.
+
+        On an operator that states zero measurement noise (``noise_std = 0``, deepinv's ``ZeroNoise`` or a
+        Gaussian of ``sigma = 0``) and no ``noise_std`` given, ``gamma_t`` is its limit ``sigma_y -> 0``,
+        ``inf``: exact data consistency started at ``x0_hat`` (the official noiseless DDS step).
+        """
         if self.lambda_ is None:
             return lambda _sigma: self.gamma
+        if self.noise_std is None and _states_zero_noise(op):
+            return lambda _sigma: math.inf
         c = self.lambda_ * measurement_noise_std(op, self.noise_std, solver) ** 2
         return lambda sigma: sigma * sigma / c
+
+
+def _states_zero_noise(op) -> bool:
+    """Whether ``op`` states a measurement noise of exactly zero (``noise_std``, or its deepinv noise model)."""
+    s = getattr(op, "noise_std", None)
+    if s is None:
+        model = getattr(op, "noise_model", None)
+        if isinstance(model, dinv.physics.ZeroNoise):
+            return True
+        s = getattr(model, "sigma", None)
+    return s is not None and bool((torch.as_tensor(s) == 0).all())
 
 
 def _from_config(name: str) -> property:
@@ -187,27 +207,34 @@ class DDS(DDSLoop):
     official 3D solver has no ``I/gamma`` term). The official code uses 5 CG iterations; its
     ablation found more iterations worse (they pull ``x0'`` off the data manifold).
 
+    Defaults: an argument left at ``None`` takes the tuned preset
+    (:func:`invdiff.solvers.presets.preset` ``("dds")``, tuned on 16-view CT; ``benchmarks/TUNING.md``):
+    ``steps=100, schedule="karras", eta=0.85, lambda_=1.0, cg_iters=20, tail_average=0.2``. Passing
+    ``gamma`` without ``lambda_`` switches the preset's ``lambda_`` off (the two set the same data
+    weight). The official settings are ``DDS(prior, **invdiff.solvers.presets.PAPER["dds"])``;
+    :meth:`settings` returns the resolved values.
+
     Parameters
     ----------
     prior : deepinv.models.Denoiser
         A 2D denoiser ``D(x, sigma)``. Volumes ``(B, C, D, H, W)`` are denoised slice by slice through
         :class:`invdiff.priors.SliceDenoiser` (``chunk`` slices per network call).
-    steps : int
-        DDIM steps = network calls per slice (official: 50-100).
-    eta : float
-        Stochasticity in [0, 1] (official 0.85).
-    cg_iters : int
-        CG iterations of the data-consistency step (official 5).
-    gamma : float
+    steps : int, optional
+        DDIM steps = network calls per slice (official: 50-100; preset 100).
+    eta : float, optional
+        Stochasticity in [0, 1] (official and preset 0.85).
+    cg_iters : int, optional
+        CG iterations of the data-consistency step (official 5, preset 20).
+    gamma : float, optional
         Weight of the data term against proximity to the Tweedie estimate; ``inf`` drops the proximity
-        term. It is in the units of ``A^T A`` (see :mod:`invdiff.bench.mbir3d` for the value tuned on
+        term; unused while ``lambda_`` is set (the preset sets it). It is in the units of ``A^T A`` (see :mod:`invdiff.bench.mbir3d` for the value tuned on
         invdiff's CT operator).
     tv_weight : float
         ``lambda`` of TV along z on volumes (0: off; ignored on 2D images).
     rho : float
         ADMM penalty of the TV split (used only when ``tv_weight > 0``).
-    schedule : {"vp", "karras"}
-        Noise levels (see :meth:`DDSConfig.sigmas`).
+    schedule : {"vp", "karras"}, optional
+        Noise levels (see :meth:`DDSConfig.sigmas`; official ``"vp"``, preset ``"karras"``).
     clip_x0 : bool
         Clip ``x0_hat`` to the prior's ``data_range`` before the data step (the official code does not).
     chunk : int
@@ -221,11 +248,12 @@ class DDS(DDSLoop):
         ``|A x - y|^2 / (2 sigma_y^2)`` against a Gaussian of variance ``sigma_t^2 / lambda_`` around
         ``x0_hat``), so the data pull is weak at high noise and strong at the end. ``sigma_y`` is
         ``noise_std`` or the operator's. Use enough ``cg_iters`` (about 20) to solve this proximal
-        problem rather than stop early.
+        problem rather than stop early. Preset 1.0. On an operator that states zero noise the
+        proximal weight is its noiseless limit ``gamma_t = inf``.
     noise_std : float, optional
         ``sigma_y`` for ``lambda_``; defaults to ``op.noise_std`` (or ``op.noise_model.sigma``).
-    tail_average : int or float
-        Not in the DDS paper (an invdiff option, off by default). With ``eta`` near 1 the low-noise
+    tail_average : int or float, optional
+        Not in the DDS paper (an invdiff option; preset 0.2, ``1`` is the paper's output). With ``eta`` near 1 the low-noise
         end of the chain re-draws fresh noise at every step, so the estimates ``x0'`` of the last
         steps behave like correlated draws around the posterior; averaging the last ``k`` of them (an
         ergodic, MCMC-style average) moves the output from one sample towards the posterior mean,
@@ -234,17 +262,25 @@ class DDS(DDSLoop):
 
     Example
     -------
-    >>> solver = DDS(prior, steps=100, cg_iters=5, gamma=1.0)  # doctest: +SKIP
+    >>> solver = DDS(prior)  # the tuned preset  # doctest: +SKIP
     >>> r = solver.reconstruct(y, op, seed=0)  # doctest: +SKIP
+    >>> DDS(prior, steps=50, cg_iters=5, gamma=1.0).settings()["lambda_"] is None  # doctest: +SKIP
+    True
     """
 
-    def __init__(self, prior, steps: int = 100, eta: float = 0.85, cg_iters: int = 5, gamma: float = 1.0,
-                 tv_weight: float = 0.0, rho: float = 10.0, schedule: str = "vp", clip_x0: bool = False,
-                 chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
-                 noise_std: float | None = None, tail_average: int | float = 1, device: str | torch.device = "cpu"):
+    def __init__(self, prior, steps: int | None = None, eta: float | None = None, cg_iters: int | None = None,
+                 gamma: float | None = None, tv_weight: float = 0.0, rho: float = 10.0, schedule: str | None = None,
+                 clip_x0: bool = False, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
+                 noise_std: float | None = None, tail_average: int | float | None = None,
+                 device: str | torch.device = "cpu"):
         super().__init__(check_prior(prior), device=device)
-        self.config = DDSConfig(steps, eta, gamma, schedule, sigma_min, lambda_, noise_std, tail_average, clip_x0)
-        self.cg_iters = check_positive_int("cg_iters", cg_iters, minimum=0)
+        kw = resolve("dds", dict(steps=steps, eta=eta, cg_iters=cg_iters, schedule=schedule, lambda_=lambda_,
+                                 tail_average=tail_average))
+        if gamma is not None and lambda_ is None:  # an explicit constant data weight replaces the preset's lambda_
+            kw["lambda_"] = None
+        self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], sigma_min, kw["lambda_"], noise_std,
+                                kw["tail_average"], clip_x0)
+        self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
         self.tv_weight = check_positive_float("tv_weight", tv_weight, allow_zero=True)
         self.rho = check_positive_float("rho", rho)
         self.chunk = check_positive_int("chunk", chunk)

@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from invdiff.solvers.base import VPChainSolver
+from invdiff.solvers.presets import resolve
 from invdiff.validate import check_positive_float
 
 
@@ -56,10 +57,11 @@ class DPS(VPChainSolver):
     prior : deepinv.models.Denoiser
         ``D(x, sigma) = E[x0 | x0 + sigma n]``. Its ``sigma_max`` caps the chain and its
         ``data_range`` is used to clip ``x0_hat`` (when ``clip_x0``).
-    steps : int
-        Number of ancestral steps (one network call and one backward pass each). Official: 1000.
-    step_size : float
-        ``zeta``. Official configurations: 1.0 (the code's default, phase retrieval), 0.3 for
+    steps : int, optional
+        Number of ancestral steps (one network call and one backward pass each). Official and preset: 1000.
+    step_size : float, optional
+        ``zeta``; preset 0.1 (tuned on 16-view CT, :func:`invdiff.solvers.presets.preset` ``("dps")``).
+        Official configurations: 1.0 (the code's default, phase retrieval), 0.3 for
         super-resolution and deblurring, 0.5 for inpainting, all for images in [-1, 1]; for data in
         [0, 1] the same residual has half the size, so larger values can be needed. Too large a value
         makes the iterate blow up, which is reported as a ``FloatingPointError`` naming the step.
@@ -77,10 +79,11 @@ class DPS(VPChainSolver):
     >>> r.mean.shape, r.std.shape, r.nfe  # doctest: +SKIP
     """
 
-    def __init__(self, prior, steps: int = 1000, step_size: float = 1.0, clip_x0: bool = True, T: int = 1000,
-                 beta_start: float = 1e-4, beta_end: float = 0.02, device: str | torch.device = "cpu"):
-        super().__init__(prior, steps, T, beta_start, beta_end, device=device)
-        self.step_size = check_positive_float("step_size", step_size, allow_zero=True)
+    def __init__(self, prior, steps: int | None = None, step_size: float | None = None, clip_x0: bool = True,
+                 T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, device: str | torch.device = "cpu"):
+        kw = resolve("dps", {"steps": steps, "step_size": step_size})
+        super().__init__(prior, kw["steps"], T, beta_start, beta_end, device=device)
+        self.step_size = check_positive_float("step_size", kw["step_size"], allow_zero=True)
         self.clip_x0 = bool(clip_x0)
 
     def _sample(self, y: Tensor, op, generator: torch.Generator, progress: bool,
