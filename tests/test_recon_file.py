@@ -16,7 +16,7 @@ import torch
 
 from invdiff import data
 from invdiff.cli import main
-from invdiff.recon.file import TUNED, make_solver, reconstruct_file
+from invdiff.recon.file import make_solver, reconstruct_file
 
 
 def _same_report(cli_out: str, lines: list[str]) -> None:
@@ -42,7 +42,7 @@ def test_image_input_function_equals_command(tmp_path, capsys):
     _identical(tmp_path / "cli.npy", out)
     _same_report(capsys.readouterr().out.replace(str(tmp_path / "cli.npy"), "OUT"),
                  [s.replace(str(out), "OUT") for s in lines])
-    assert "NFE     3" in lines[1]  # the solver ran its 3 steps
+    assert "DDS settings:" in lines[1] and "NFE     3" in lines[2]  # the solver ran its 3 steps
     # another seed gives another measurement and reconstruction: the equality above is not vacuous
     other = reconstruct_file(tmp_path / "x.npy", tmp_path / "seed8.npy", **{**args, "seed": 8}, echo=lambda s: None)
     assert not torch.equal(data.load(other)[0], data.load(out)[0])
@@ -99,11 +99,22 @@ def test_a_blank_image_is_reconstructed_without_a_score(tmp_path):
     assert float(data.load(out)[0].abs().max()) == 0.0  # FBP of a zero sinogram
 
 
-def test_tuned_dds_settings_reach_the_solver():
+def test_preset_dds_settings_reach_the_solver_and_are_printed(tmp_path):
+    from invdiff.solvers.presets import preset
+
     s = make_solver("dds", steps=10)
-    for k, v in TUNED["dds"].items():
-        got = getattr(s, k, getattr(getattr(s, "config", None), k, None))
+    tuned = preset("dds").params
+    for k, v in tuned.items():
+        if k in ("steps",):
+            continue
+        got = s.settings()[k]
         if k == "tail_average":  # stored as a count of steps: 20 % of 10
             assert got == 2
         else:
             assert got == v, (k, got, v)
+    np.save(tmp_path / "x.npy", np.eye(16, dtype=np.float32))
+    lines: list[str] = []
+    reconstruct_file(tmp_path / "x.npy", tmp_path / "o.npy", operator="ct", views=8, solver="dds", steps=3,
+                     echo=lines.append)
+    printed = [line for line in lines if "DDS settings:" in line]
+    assert len(printed) == 1 and "schedule=karras" in printed[0] and "steps=3" in printed[0]

@@ -29,12 +29,6 @@ from torch import Tensor
 
 PSEUDO_INVERSES = {"fbp", "zerofilled", "zero-filled", "zero_filled"}
 
-# Settings a named solver gets on top of its class defaults: those tuned by the benchmark
-# (invdiff.bench.methods.HPARAMS, on sparse-view CT; benchmarks/TUNING.md). DDS: karras schedule,
-# noise-aware proximal data step (lambda_), the last 20 % of the steps averaged.
-TUNED = {"dds": {"schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2}}
-
-
 DEFAULT_PRIOR = "phantom-ct-64"  # the shipped 2D prior; volumes go through it slice by slice
 
 
@@ -51,7 +45,7 @@ def load_prior(spec: str | None, device: str = "cpu"):
 
 
 def make_solver(name: str, prior: str | None = None, steps: int | None = None, device: str = "cpu"):
-    """Instantiate the solver ``name`` with the :data:`TUNED` settings.
+    """Instantiate the solver ``name`` with its class defaults (the presets of :mod:`invdiff.solvers.presets`).
 
     ``steps`` goes to the solver's ``steps=`` (diffusion) or ``iters=`` (TV, CG); the prior is loaded
     only for solvers that need one (``needs_prior``).
@@ -68,10 +62,15 @@ def make_solver(name: str, prior: str | None = None, steps: int | None = None, d
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected a positive integer, got {steps!r}")
         kw = {"steps": steps} if "steps" in params else {"iters": steps} if "iters" in params else {}
-    kw.update(TUNED.get(name.lower(), {}))
     if getattr(cls, "needs_prior", True):
         return cls(load_prior(prior, device), **kw)
     return cls(**kw)
+
+
+def settings_line(solver) -> str:
+    """``  settings: name=value, ...``: the hyperparameters a solver runs with (:meth:`Solver.settings`)."""
+    items = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in solver.settings().items())
+    return f"  {type(solver).__name__} settings: {items}"
 
 
 def relative_noise(make_op: Callable[[float], object], x: Tensor, noise: float):
@@ -214,9 +213,12 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
         from invdiff.recon.sinogram import reconstruct_sinogram
 
         _check_operator(operator, "ct", path, "a CT sinogram")
-        res = reconstruct_sinogram(x, meta, make_solver(solver, prior, steps, device), scale=scale,
-                                   noise_std=noise_std, seed=seed, device=device, progress=progress)
+        sol = make_solver(solver, prior, steps, device)
+        res = reconstruct_sinogram(x, meta, sol, scale=scale, noise_std=noise_std, seed=seed, device=device,
+                                   progress=progress)
         echo(f"invdiff reconstruct: {path.name}: " + "\n  ".join(res.lines))
+        if sol.settings():
+            echo(settings_line(sol))
         out_tensor = res.reconstruction.reshape(*x.shape[:-2], *res.reconstruction.shape[-2:]).cpu()
         data.save(out, out_tensor, overwrite=overwrite, **res.output_meta(out))
         echo(f"wrote {out}")
@@ -230,6 +232,8 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
                                seed=seed, image_model=image_model, scale=scale, noise_std=noise_std, device=device,
                                progress=progress, name=path.name, solver_name=solver)
         echo("\n".join(r.lines))
+        if sol is not None and sol.settings():
+            echo(settings_line(sol))
         rec = r.image.cpu()
         out_tensor = rec[:, 0] if out.name.lower().endswith((".nii", ".nii.gz")) else rec
     else:
@@ -256,6 +260,8 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
         with torch.no_grad():
             y = op(xb_p)
         echo(f"invdiff reconstruct: {path.name} {tuple(x.shape)} -> simulated {desc}, noise {noise} x rms(Ax)")
+        if sol.settings():
+            echo(settings_line(sol))
         r = sol.reconstruct(y, op, seed=seed, progress=progress)
         rec = from_prior(r.mean)
         echo(score_line(solver, rec, xb, r.nfe, r.seconds))
