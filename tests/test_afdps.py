@@ -124,8 +124,8 @@ def test_weights_degenerate_by_the_chi_square_of_the_tilt():
     expected = R2 / (R2 + S_Y**2) * math.sqrt(d_obs / 2)
     se = expected * math.sqrt((2 + 12 / d_obs) / (4 * n))
     got = float(incs[0].std())
-    print(f"first increments: sd {got:.3f}, expected {expected:.3f} +- {se:.3f}; ESS after it {n * math.exp(-got**2):.0f}"
-          f" of {n} if they were Gaussian")
+    print(f"first increments: sd {got:.3f}, expected {expected:.3f} +- {se:.3f}; "
+          f"ESS after it {n * math.exp(-got**2):.0f} of {n} if they were Gaussian")
     assert abs(got - expected) < 5 * se
 
 

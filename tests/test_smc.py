@@ -1,4 +1,5 @@
-"""SMC (Tweedie tilt) against exact posteriors (Gaussian and Gaussian-mixture priors), its Gaussian steps, resampling, bad input."""
+"""SMC (Tweedie tilt) against exact posteriors (Gaussian and Gaussian-mixture priors), its Gaussian steps,
+resampling, the exact-mass coverage measure, bad input."""
 
 from __future__ import annotations
 

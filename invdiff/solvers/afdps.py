@@ -8,7 +8,8 @@ against exact Gaussian and Gaussian-mixture posteriors (``tests/test_afdps.py``)
 Setting (sigma-space, variance exploding): ``p_sigma = p_0 * N(0, sigma^2 I)``, Tweedie
 ``x0_hat = D(x, sigma)``, score ``(x0_hat - x) / sigma^2``; likelihood ``y = A x0 + s n`` with
 ``mu_y(x) = |y - A x|^2 / (2 s^2)``. ``N`` weighted particles per measurement run down a schedule
-``sigma_0 = sigma_max > ... > sigma_K = 0``; ``h_k = sigma_k^2 - sigma_{k+1}^2``, ``kappa_k = sigma_{k+1}^2 / sigma_k^2``.
+``sigma_0 = sigma_max > ... > sigma_K = 0``;
+``h_k = sigma_k^2 - sigma_{k+1}^2``, ``kappa_k = sigma_{k+1}^2 / sigma_k^2``.
 
 **Targets (the paper's particle tilt).** ``q_k(x) ∝ p_{sigma_k}(x) exp(-mu_y(x))``: the likelihood at the
 particle itself, so ``q_K`` is the posterior. In reverse time, with ``H = (g^2 + v^2)/2 score`` and

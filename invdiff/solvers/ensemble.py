@@ -119,8 +119,8 @@ class EnsembleSampler(Solver):
     def _run(self, y: Tensor, op, s2: float, g: torch.Generator, progress: bool,
              callback) -> tuple[Tensor, Tensor, dict]:
         B, N = y.shape[0], self.particles
-        ctx = Context(op, y.repeat_interleave(N, 0), tuple(getattr(op, "img_size", None) or op.A_adjoint(y[:1]).shape[1:]),
-                      s2, g, GaussianSteps(op, self.cg_iters, self.cg_tol), callback)
+        img = tuple(getattr(op, "img_size", None) or op.A_adjoint(y[:1]).shape[1:])
+        ctx = Context(op, y.repeat_interleave(N, 0), img, s2, g, GaussianSteps(op, self.cg_iters, self.cg_tol), callback)
         sigmas = karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)  # K levels, then 0
         x, log_w = self._loop(ctx, sigmas, progress, B, N)
         info = {k: torch.stack(v) for k, v in ctx.hist.items()}

@@ -248,4 +248,4 @@ class SMC(EnsembleSampler):
             st.eps = col(v2.sqrt(), x) * torch.randn(x.shape, generator=g, dtype=dt, device=x.device)
             delta = self.guidance_scale * h * grad if grad is not None else torch.zeros_like(m)
             st.x = m + delta + st.eps
-            st.log_kernel = (sqnorm(st.eps) - sqnorm(st.eps + delta)) / (2 * v2)  # log p_u - log r, r = N(m + delta, v2)
+            st.log_kernel = (sqnorm(st.eps) - sqnorm(st.eps + delta)) / (2 * v2)  # log p_u - log r(x' | x_k)
