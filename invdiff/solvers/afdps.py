@@ -61,7 +61,9 @@ What to expect (measured; ``benchmarks/CALIBRATION.md``): the ancestral kernel `
 ``p_{sigma_k}`` only to first order in ``h_k`` (it lacks the Tweedie covariance), so the targets are met only
 as ``steps`` grows; and while ``sigma >> s`` the tilt ``exp(-mu_y(x))`` at the particle is much sharper than
 the prior's spread, so the weights degenerate and the ensemble can collapse onto fewer modes than the
-posterior has. :class:`invdiff.solvers.SMC` (Tweedie tilt) avoids both.
+posterior has. :class:`invdiff.solvers.SMC` (Tweedie tilt) avoids both. The paper's annealed variant
+(``exp(-alpha_k mu_y)``, ``alpha_k = s^2 / (s^2 + sigma_k^2)``) was measured too and not adopted: it keeps the ESS
+up but not the modes (``benchmarks/CALIBRATION.md``).
 """
 
 from __future__ import annotations
