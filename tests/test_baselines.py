@@ -120,7 +120,7 @@ def test_method_table_and_one_call_reconstruct():
     for name in ("dps", "reddiff", "fbp", "zerofilled", "tv", "cg"):
         assert name in SOLVERS and isinstance(SOLVERS[name], type)
     assert {"smc", "mbir", "dds"} <= set(SOLVERS)
-    assert get_solver("RED-Diff") is SOLVERS["reddiff"] and get_solver("AFDPS") is SOLVERS["smc"]
+    assert get_solver("RED-Diff") is SOLVERS["reddiff"] and get_solver("AFDPS") is SOLVERS["afdps"]
     r = invdiff.reconstruct(y, op, method="fbp")
     assert torch.equal(r.mean, op.A_dagger(y))
     r = invdiff.reconstruct(y, op, None, "cg", iters=5)

@@ -9,7 +9,8 @@ from invdiff.solvers.dps import DPS
 from invdiff.solvers.mbir3d import DiffusionMBIR
 from invdiff.solvers.red_diff import REDDiff
 from invdiff.solvers.schedules import karras_sigmas, vp_chain_sigmas, vp_sigmas
-from invdiff.solvers.smc import SMC
+from invdiff.solvers.afdps import AFDPS
+from invdiff.solvers.tweedie_smc import SMC
 
 __all__ = ["Reconstruction", "Solver", "karras_sigmas", "vp_sigmas", "vp_chain_sigmas", "DPS", "REDDiff", "SMC",
-           "DDS", "DiffusionMBIR", "FBP", "ZeroFilled", "TV", "CG", "cg", "reconstruct", "SOLVERS", "get_solver"]
+           "AFDPS", "DDS", "DiffusionMBIR", "FBP", "ZeroFilled", "TV", "CG", "cg", "reconstruct", "SOLVERS", "get_solver"]

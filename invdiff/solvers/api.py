@@ -17,15 +17,16 @@ from invdiff.solvers.dds import DDS
 from invdiff.solvers.dps import DPS
 from invdiff.solvers.mbir3d import DiffusionMBIR
 from invdiff.solvers.red_diff import REDDiff
-from invdiff.solvers.smc import SMC
+from invdiff.solvers.afdps import AFDPS
+from invdiff.solvers.tweedie_smc import SMC
 
 SOLVERS: dict[str, type] = {
-    "dps": DPS, "reddiff": REDDiff, "smc": SMC, "mbir": DiffusionMBIR, "dds": DDS,
+    "dps": DPS, "reddiff": REDDiff, "smc": SMC, "afdps": AFDPS, "mbir": DiffusionMBIR, "dds": DDS,
     "fbp": FBP, "zerofilled": ZeroFilled, "tv": TV, "cg": CG,
 }
 ALIASES: dict[str, str] = {
     "red-diff": "reddiff", "red_diff": "reddiff", "diffusionmbir": "mbir", "zero-filled": "zerofilled",
-    "zero_filled": "zerofilled", "afdps": "smc",
+    "zero_filled": "zerofilled",
 }
 
 
@@ -55,7 +56,7 @@ def reconstruct(y: Tensor, op, prior=None, method: str = "dps", *, n_samples: in
         The diffusion prior ``D(x, sigma)``; ignored by the classical baselines (``fbp``, ``zerofilled``,
         ``tv``, ``cg``), required by the others.
     method : str
-        A key of :data:`SOLVERS`: ``dps``, ``reddiff``, ``smc``, ``mbir``, ``dds``, ``fbp``,
+        A key of :data:`SOLVERS`: ``dps``, ``reddiff``, ``smc``, ``afdps``, ``mbir``, ``dds``, ``fbp``,
         ``zerofilled``, ``tv``, ``cg``.
     n_samples, seed, progress, callback
         As :meth:`invdiff.solvers.base.Solver.reconstruct`.
