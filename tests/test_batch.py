@@ -54,7 +54,10 @@ def _state(out_dir):
 def _assert_valid_outputs(folder, out_dir, tmp_path):
     assert sorted(p.name for p in out_dir.iterdir()) == GOOD  # no temporaries, no output for the corrupt scan
     for name in GOOD:
-        torch.testing.assert_close(data.load(out_dir / name)[0], _reference(folder, name, tmp_path), rtol=0, atol=0)
+        # equal to float32 precision: a Ray task runs one thread, the test process several, so ASTRA's and
+        # torch's sums may run in another order (measured: at most 3.6e-7 on values of order 0.1)
+        ref = _reference(folder, name, tmp_path)
+        torch.testing.assert_close(data.load(out_dir / name)[0], ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
 
 
 def test_batch_two_workers_one_corrupt_input_then_rerun(cluster, tmp_path, capsys):
