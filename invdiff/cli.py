@@ -1,11 +1,13 @@
-"""The ``invdiff`` command: ``demo``, ``reconstruct`` and ``bench``.
+"""The ``invdiff`` command: ``demo``, ``reconstruct``, ``batch`` and ``bench``.
 
 ``invdiff demo`` simulates a measurement of an embedded phantom, reconstructs it and writes a PNG
 figure (truth / measurement / pseudo-inverse baseline / reconstruction / posterior std), printing
 PSNR, SSIM, network calls and seconds. ``invdiff reconstruct`` does the same for an image or
 volume read from a file (NIfTI, npy, HDF5), or reconstructs measured k-space from a fastMRI-layout
-HDF5 file, and writes the result in the format of the output's extension. ``invdiff bench`` hands
-its arguments to :mod:`invdiff.bench`.
+HDF5 file, and writes the result in the format of the output's extension
+(:func:`invdiff.recon.file.reconstruct_file` does that work). ``invdiff batch`` reconstructs every
+scan of a folder, one Ray task per scan (:func:`invdiff.distributed.batch.run_batch`). ``invdiff
+bench`` hands its arguments to :mod:`invdiff.bench`. This module only parses arguments and prints.
 
 Solvers are looked up by name in :data:`invdiff.solvers.SOLVERS` (``fbp`` and ``zerofilled`` are
 the operator's pseudo-inverse ``A_dagger``; ``dps``, ``reddiff``, ``smc``, ``mbir``, ``tv``, ...);
@@ -18,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dis
-import importlib.util
-import inspect
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,10 +27,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from invdiff.recon.file import PSEUDO_INVERSES  # fbp, zerofilled: the operator's A_dagger
+
 TASKS = ("ct", "mri", "inpaint", "deblur", "sr", "ct3d")
 BASELINE_LABEL = {"ct": "FBP", "ct3d": "FBP", "mri": "zero-filled", "inpaint": "masked",
                   "deblur": "Wiener", "sr": "upsampled"}
-PSEUDO_INVERSES = {"fbp", "zerofilled", "zero-filled", "zero_filled"}
 
 
 class CLIError(Exception):
@@ -43,78 +43,9 @@ class CLIError(Exception):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _solver_class(name: str):
-    from invdiff.solvers import get_solver
-
-    try:
-        return get_solver(name)
-    except ImportError as err:
-        raise CLIError(f"--solver {name}: not available in this installation ({err})") from None
-
-
-def _load_prior(spec: str | None, device: str):
-    from invdiff import priors
-
-    load = getattr(priors, "load", None)
-    if load is None:
-        raise CLIError("--prior: loading priors (invdiff.priors.load) is not available in this installation")
-    if spec is None:
-        names = list(getattr(priors, "available", lambda: [])())
-        if not names:
-            raise CLIError("--prior: no embedded prior is shipped; pass --prior PATH")
-        spec = names[0]
-    return load(spec, device=device)
-
-
-# Settings the command line gives a solver on top of its class defaults: those tuned by the benchmark
-# (invdiff.bench.methods.HPARAMS, on sparse-view CT; benchmarks/TUNING.md). DDS: karras schedule,
-# noise-aware proximal data step (lambda_), the last 20 % of the steps averaged.
-TUNED = {"dds": {"schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2}}
-
-
-def _make_solver(name: str, prior_spec: str | None, steps: int | None, device: str):
-    """Instantiate a solver by name; ``steps`` goes to its ``steps=`` (diffusion) or ``iters=`` (TV, CG)."""
-    cls = _solver_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    kw = {}
-    if steps is not None:
-        if steps < 1:
-            raise CLIError(f"--steps: expected a positive integer, got {steps}")
-        kw = {"steps": steps} if "steps" in params else {"iters": steps} if "iters" in params else {}
-    kw.update(TUNED.get(name.lower(), {}))
-    if getattr(cls, "needs_prior", True):
-        return cls(_load_prior(prior_spec, device), **kw)
-    return cls(**kw)
-
-
-def _relative_noise(make_op, x: Tensor, noise: float):
-    """Build the operator twice: noise-free to measure ``rms(A x)``, then with ``noise_std = noise * rms(A x)``.
-
-    ``noise = 0.01`` is a measurement signal-to-noise ratio of 40 dB, whatever the operator's scaling.
-    """
-    if not (math.isfinite(noise) and noise >= 0):
-        raise CLIError(f"--noise: expected a non-negative number, got {noise}")
-    op = make_op(0.0)
-    if noise == 0:
-        return op
-    with torch.no_grad():
-        scale = float(op.A(x).pow(2).mean().sqrt())
-    return make_op(noise * scale)
-
-
 def _check_output(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise CLIError(f"{path}: output exists; pass --overwrite to replace it", code=1)
-
-
-def _fmt(label: str, x: Tensor, truth: Tensor | None, nfe: int, seconds: float) -> str:
-    from invdiff import metrics
-
-    if truth is None:
-        return f"  {label:<22} NFE {nfe:5d}  {seconds:8.2f} s"
-    p = float(metrics.psnr(x, truth).mean())
-    s = float(metrics.ssim(x, truth).mean())
-    return f"  {label:<22} PSNR {p:6.2f} dB  SSIM {s:.4f}  NFE {nfe:5d}  {seconds:8.2f} s"
 
 
 # ----------------------------------------------------------------------------- demo
@@ -183,13 +114,14 @@ def _figure(path: Path, panels: list[tuple[Tensor, str, str, object]], overwrite
 
 def cmd_demo(args) -> int:
     from invdiff import metrics
+    from invdiff.recon.file import make_solver, relative_noise, score_line
 
     out_dir = Path(args.out)
     png = out_dir / f"demo_{args.task}_{args.solver.lower()}.png"
     _check_output(png, args.overwrite)
     # an unknown or unavailable solver or prior fails before any work
-    solver = None if args.solver.lower() in PSEUDO_INVERSES else _make_solver(args.solver, args.prior, args.steps,
-                                                                               args.device)
+    solver = None if args.solver.lower() in PSEUDO_INVERSES else make_solver(args.solver, args.prior, args.steps,
+                                                                              args.device)
     if args.task == "ct3d":
         from invdiff import data
 
@@ -197,7 +129,7 @@ def cmd_demo(args) -> int:
     else:
         x = _phantom(args.phantom, args.size, args.seed)
     x = x.to(args.device)
-    op = _relative_noise(_demo_operator(args, x), x, args.noise).to(args.device)
+    op = relative_noise(_demo_operator(args, x), x, args.noise).to(args.device)
     torch.manual_seed(args.seed)
     with torch.no_grad():
         y = op(x)  # A x plus Gaussian noise from the global generator
@@ -211,14 +143,14 @@ def cmd_demo(args) -> int:
     with torch.no_grad():
         base = op.A_dagger(y)
     t_base = time.perf_counter() - t0
-    print(_fmt(f"{BASELINE_LABEL[args.task]} (A_dagger)", base, x, 0, t_base))
+    print(score_line(f"{BASELINE_LABEL[args.task]} (A_dagger)", base, x, 0, t_base))
     panels = [(_middle(x), "truth", "gray", "equal")]
     meas, title = _measurement_image(args.task, y)
     panels.append((meas, title, "gray", "auto"))
     panels.append((_middle(base), f"{BASELINE_LABEL[args.task]}  {float(metrics.psnr(base, x)):.2f} dB", "gray", "equal"))
     if solver is not None:
         r = solver.reconstruct(y, op, n_samples=args.samples, seed=args.seed, progress=sys.stderr.isatty())
-        print(_fmt(args.solver, r.mean, x, r.nfe, r.seconds))
+        print(score_line(args.solver, r.mean, x, r.nfe, r.seconds))
         panels.append((_middle(r.mean), f"{args.solver}  {float(metrics.psnr(r.mean, x)):.2f} dB", "gray", "equal"))
         if r.std is not None and float(r.std.abs().max()) > 0:
             panels.append((_middle(r.std), f"posterior std ({args.samples} samples)", "magma", "equal"))
@@ -228,126 +160,42 @@ def cmd_demo(args) -> int:
 
 
 # ----------------------------------------------------------------------------- reconstruct
-def _as_operator_input(x: Tensor, path: Path) -> Tensor:
-    """``(H, W)`` -> ``(1, 1, H, W)``; ``(D, H, W)`` -> ``(1, 1, D, H, W)``; 4D/5D as given."""
-    if x.ndim == 2:
-        return x[None, None]
-    if x.ndim == 3:
-        return x[None, None]
-    if x.ndim in (4, 5):
-        return x
-    raise CLIError(f"{path}: expected an image (H, W), a volume (D, H, W) or a batch (B, C, [D,] H, W), "
-                   f"got shape {tuple(x.shape)}")
+RECONSTRUCT_OPTIONS = ("solver", "prior", "steps", "operator", "views", "acceleration", "center_fraction", "mask",
+                       "noise", "scale", "noise_std", "image_model", "seed", "device", "overwrite")
 
 
-def _output_meta(meta: dict, out: Path) -> dict:
-    """The input's descriptive meta (affine, attributes) without datasets or format internals."""
-    keep = {k: v for k, v in meta.items() if not torch.is_tensor(v) and k not in ("format", "key", "complex_axis")}
-    if out.name.lower().endswith(".h5"):
-        keep["key"] = "reconstruction"
-    return keep
-
-
-def _reconstruct_kspace(args, y_full: Tensor, meta: dict, path: Path):
-    """Measured fastMRI k-space ``(S, 2, [coils,] H, W)`` -> magnitude images ``(S, 1, H, W)``."""
-    from invdiff import operators
-
-    if args.operator not in (None, "mri"):
-        raise CLIError(f"--operator {args.operator}: {path} holds k-space; use --operator mri (or leave it out)")
-    cls = _solver_class(args.solver)
-    if getattr(cls, "needs_prior", True):
-        raise CLIError(f"--solver {args.solver}: measured (complex) k-space is reconstructed with the classical "
-                       f"solvers (fbp/zerofilled, cg, tv); the diffusion solvers need a complex-valued prior")
-    S, H, W = y_full.shape[0], y_full.shape[-2], y_full.shape[-1]
-    coils = y_full.shape[2] if y_full.ndim == 5 else 1
-    mask = meta.get("mask")
-    if torch.is_tensor(mask) and mask.numel() in (W, H * W):  # already undersampled (fastMRI test sets)
-        op = operators.MRI((2, H, W), mask=(mask.reshape(-1, W) != 0).float().expand(H, W).contiguous())
-        how = f"the file's mask ({1 / float(op.mask.mean()):.1f}x)"
-    else:
-        op = operators.MRI((2, H, W), acceleration=args.acceleration, center_fraction=args.center_fraction,
-                           mask=args.mask, seed=args.seed)
-        how = f"{args.mask} mask, {args.acceleration}x (retrospective)"
-    op = op.to(args.device)
-    # coils become batch entries: each coil image is reconstructed alone, then root-sum-of-squares
-    y = y_full.to(args.device)
-    if y.ndim == 5:
-        y = y.transpose(1, 2).reshape(S * coils, 2, H, W)
-    y = y * op.mask
-    solver = _make_solver(args.solver, None, args.steps, args.device)
-    r = solver.reconstruct(y, op, seed=args.seed, progress=sys.stderr.isatty())
-    mag = r.mean.pow(2).sum(1)  # |x_c|^2, (S * coils, H, W)
-    rec = mag.reshape(S, coils, H, W).sum(1).sqrt()[:, None]
-    print(f"invdiff reconstruct: {path.name}: k-space {tuple(y_full.shape)}, {coils} coil(s), {how}, {args.solver}"
-          f"{' + root-sum-of-squares' if coils > 1 else ''}")
-    target = meta.get("reconstruction_rss", meta.get("reconstruction_esc"))
-    if torch.is_tensor(target) and target.shape[0] == S and target.shape[-2] <= H and target.shape[-1] <= W:
-        h, w = target.shape[-2:]
-        top, left = (H - h) // 2, (W - w) // 2
-        crop = rec[..., top:top + h, left:left + w].cpu()
-        print(_fmt(f"{args.solver} vs file's target", crop, target.reshape(S, 1, h, w), r.nfe, r.seconds))
-    else:
-        print(_fmt(args.solver, rec, None, r.nfe, r.seconds))
-    return rec
+def reconstruct_kwargs(args) -> dict:
+    """The keyword arguments of :func:`invdiff.recon.file.reconstruct_file` from parsed arguments."""
+    return {k: getattr(args, k) for k in RECONSTRUCT_OPTIONS}
 
 
 def cmd_reconstruct(args) -> int:
-    path, out = Path(args.input), Path(args.out)
-    if not (path.is_file() or path.is_dir()):  # checked before the heavy imports: a typo fails at once
-        raise CLIError(f"{path}: input file not found" if not path.exists() else f"{path}: is not a file or folder")
-    _check_output(out, args.overwrite)
-    from invdiff import data, operators
+    """:func:`invdiff.recon.file.reconstruct_file` with the parsed arguments; it prints what it reports."""
+    from invdiff.recon.file import reconstruct_file
 
-    data.io._kind(out)  # an unsupported output extension fails before any work
-    x, meta = data.load(path)
-
-    if meta.get("format") in ("sinogram-h5", "lodopab-h5"):  # a measured sinogram: reconstructed as it is
-        from invdiff.recon.sinogram import reconstruct_sinogram
-
-        if args.operator not in (None, "ct"):
-            raise CLIError(f"--operator {args.operator}: {path} holds a CT sinogram; use --operator ct (or leave it out)")
-        solver = _make_solver(args.solver, args.prior, args.steps, args.device)
-        res = reconstruct_sinogram(x, meta, solver, scale=args.scale, noise_std=args.noise_std, seed=args.seed,
-                                   device=args.device, progress=sys.stderr.isatty())
-        print(f"invdiff reconstruct: {path.name}: " + "\n  ".join(res.lines))
-        out_tensor = res.reconstruction.reshape(*x.shape[:-2], *res.reconstruction.shape[-2:]).cpu()
-        data.save(out, out_tensor, overwrite=args.overwrite, **res.output_meta(out))
-        print(f"wrote {out}")
-        return 0
-    if meta.get("key") == "kspace":
-        rec = _reconstruct_kspace(args, x, meta, path)
-        out_tensor = rec[:, 0] if out.name.lower().endswith((".nii", ".nii.gz")) else rec
-    else:
-        if args.operator is None:
-            raise CLIError("--operator: required for an image input; expected ct or mri")
-        xb = _as_operator_input(x, path).to(args.device)
-        size = tuple(xb.shape[1:])
-        if args.operator == "ct":
-            make = lambda s: operators.CT(size, n_views=args.views, noise_std=s)  # noqa: E731
-            desc = f"CT {args.views} views"
-        else:
-            make = lambda s: operators.MRI(size, acceleration=args.acceleration,  # noqa: E731
-                                           center_fraction=args.center_fraction, mask=args.mask,
-                                           noise_std=s, seed=args.seed)
-            desc = f"MRI {args.acceleration}x {args.mask}"
-        op = _relative_noise(make, xb, args.noise).to(args.device)
-        torch.manual_seed(args.seed)
-        with torch.no_grad():
-            y = op(xb)
-        print(f"invdiff reconstruct: {path.name} {tuple(x.shape)} -> simulated {desc}, noise {args.noise} x rms(Ax)")
-        solver = _make_solver(args.solver, args.prior, args.steps, args.device)
-        r = solver.reconstruct(y, op, seed=args.seed, progress=sys.stderr.isatty())
-        print(_fmt(args.solver, r.mean, xb, r.nfe, r.seconds))
-        out_tensor = r.mean.reshape(x.shape)
-    data.save(out, out_tensor.detach().cpu(), overwrite=args.overwrite, **_output_meta(meta, out))
-    print(f"wrote {out}")
+    reconstruct_file(args.input, args.out, **reconstruct_kwargs(args), progress=sys.stderr.isatty(), echo=print)
     return 0
+
+
+# ----------------------------------------------------------------------------- batch
+def cmd_batch(args) -> int:
+    """:func:`invdiff.distributed.batch.run_batch`; failed scans are named on stderr, exit status 1."""
+    from invdiff.distributed.batch import run_batch
+
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers: expected a positive integer, got {args.workers}")
+    if args.retries < 0:
+        raise CLIError(f"--retries: expected a non-negative integer, got {args.retries}")
+    res = run_batch(args.input, args.out, workers=args.workers, address=args.address, ext=args.ext,
+                    max_retries=args.retries, gpus_per_task=args.gpus_per_task, progress=sys.stderr.isatty(),
+                    echo=print, **reconstruct_kwargs(args))
+    for name, reason in res.failed.items():
+        print(f"invdiff: error: {name}: {reason}", file=sys.stderr)
+    return 1 if res.failed else 0
 
 
 # ----------------------------------------------------------------------------- bench
 def cmd_bench(argv: list[str]) -> int:
-    if importlib.util.find_spec("invdiff.bench.__main__") is None:
-        raise CLIError("bench: the benchmark harness (invdiff.bench.__main__) is not available in this installation")
     from invdiff.bench.__main__ import main as bench_main
 
     code = bench_main(argv)
@@ -363,7 +211,23 @@ def build_parser() -> argparse.ArgumentParser:
                                 "measurements with diffusion priors.", formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"invdiff {__version__}")
     p.add_argument("--traceback", action="store_true", help="show full tracebacks instead of one-line errors")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{demo,reconstruct,bench}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{demo,reconstruct,batch,bench}")
+
+    def reconstruct_options(q):  # shared by reconstruct and batch
+        q.add_argument("--operator", choices=("ct", "mri"), default=None, help="forward operator (required for images)")
+        q.add_argument("--views", type=int, default=60, help="CT projection angles over 180 degrees")
+        q.add_argument("--mask", choices=("random", "equispaced", "poisson"), default="random", help="MRI mask")
+        q.add_argument("--center-fraction", type=float, default=0.08, help="MRI fully sampled centre fraction")
+        q.add_argument("--noise", type=float, default=0.01, help="Gaussian noise std as a fraction of rms(A x) "
+                       "(simulated measurements only)")
+        q.add_argument("--scale", type=float, default=None, help="measured data (sinogram, k-space): data units per "
+                       "prior unit (default: the 0.995 quantile of |FBP| or |CG SENSE| is mapped to the prior's "
+                       "data_range max)")
+        q.add_argument("--noise-std", type=float, default=None, help="measured data: noise std in the data's units "
+                       "(default: the file's noise_std, else estimated on the data)")
+        q.add_argument("--image-model", choices=("auto", "magnitude", "complex"), default="auto",
+                       help="measured k-space: 'magnitude' (real image, calibration phase folded into the coil maps) "
+                       "or 'complex' (two channels); auto: the prior's channel count, complex for cg/tv")
 
     def common(q):
         q.add_argument("--solver", default="fbp", help="fbp/zerofilled (A_dagger), tv, cg, dps, reddiff, smc, mbir, dds")
@@ -399,25 +263,39 @@ def build_parser() -> argparse.ArgumentParser:
                        description="INPUT an image or volume (.nii/.nii.gz, .npy, .h5 reconstruction): simulate "
                        "its measurement with --operator, reconstruct, print PSNR/SSIM against INPUT and save OUT "
                        "(format from the extension; a NIfTI input's affine is kept). INPUT an .h5 with 'kspace' "
-                       "(fastMRI layout): undersample it retrospectively (or use the file's 'mask'), reconstruct "
-                       "each coil with a classical solver (default: zero-filled) and combine coils by "
-                       "root-sum-of-squares; OUT holds (slices, 1, H, W) magnitude images ((slices, H, W) for NIfTI). "
+                       "(fastMRI layout): undersample it retrospectively (or use the file's 'mask'), estimate "
+                       "coil maps (ESPIRiT) and reconstruct by SENSE with any solver (fbp/zerofilled: zero-filled "
+                       "root-sum-of-squares); OUT holds (slices, 1, H, W) magnitude images ((slices, H, W) for NIfTI). "
                        "INPUT an .h5 with 'sinogram' and ASTRA geometry (docs/sinogram_format.md) or a LoDoPaB-CT "
                        "observation: reconstruct the measured sinogram as it is, in the data's units.")
     r.add_argument("input", help="input file: .nii, .nii.gz, .npy or .h5, or a folder of one DICOM series")
     r.add_argument("--out", required=True, help="output file: .nii, .nii.gz, .npy or .h5")
-    r.add_argument("--operator", choices=("ct", "mri"), default=None, help="forward operator (required for images)")
-    r.add_argument("--views", type=int, default=60, help="CT projection angles over 180 degrees")
-    r.add_argument("--mask", choices=("random", "equispaced", "poisson"), default="random", help="MRI mask")
-    r.add_argument("--center-fraction", type=float, default=0.08, help="MRI fully sampled centre fraction")
-    r.add_argument("--noise", type=float, default=0.01, help="Gaussian noise std as a fraction of rms(A x) "
-                   "(simulated measurements only)")
-    r.add_argument("--scale", type=float, default=None, help="measured sinograms: data units per prior unit "
-                   "(default: the 0.995 quantile of |FBP| is mapped to the prior's data_range max)")
-    r.add_argument("--noise-std", type=float, default=None, help="measured sinograms: noise std in the sinogram's "
-                   "units (default: the file's noise_std, else estimated on the data)")
+    reconstruct_options(r)
     common(r)
     r.set_defaults(func=cmd_reconstruct)
+
+    bt = sub.add_parser("batch", help="reconstruct every scan of a folder, one Ray task per scan", formatter_class=fmt,
+                        description="Reconstruct every scan in IN_DIR (.nii/.nii.gz/.npy/.h5 files, sub-folders "
+                        "holding one DICOM series) as 'invdiff reconstruct' does, one task per scan on Ray: a local "
+                        "Ray cluster of --workers CPUs by default, or an existing Ray cluster with --address (after "
+                        "'ray start --head'). Outputs OUT_DIR/NAME.EXT are written atomically; a rerun skips those "
+                        "that exist (finished); a scan that fails is named on stderr, the others finish, and the "
+                        "exit status is 1. Ray reruns a task whose worker died (--retries). Needs Ray: "
+                        "pip install 'invdiff[ray]'.")
+    bt.add_argument("input", help="input folder")
+    bt.add_argument("--out", required=True, help="output folder")
+    bt.add_argument("--ext", choices=(".npy", ".nii", ".nii.gz", ".h5"), default=None,
+                    help="output format (default: the input's; .nii.gz for a DICOM folder)")
+    bt.add_argument("--workers", type=int, default=None, help="Ray tasks at once (local cluster: its CPUs; "
+                    "default: all CPUs)")
+    bt.add_argument("--address", default=None, help="join the Ray cluster at this address ('auto' or HOST:PORT) "
+                    "instead of starting a local one")
+    bt.add_argument("--retries", type=int, default=3, help="Ray reruns of a task whose worker process died")
+    bt.add_argument("--gpus-per-task", type=float, default=None, help="GPUs Ray gives each task (a fraction shares "
+                    "a GPU; default: 1 with --device cuda, else 0)")
+    reconstruct_options(bt)
+    common(bt)
+    bt.set_defaults(func=cmd_batch)
 
     b = sub.add_parser("bench", help="benchmark against deepinv (arguments go to python -m invdiff.bench)",
                        add_help=False)

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from invdiff.validate import check_finite  # noqa: F401  (kept importable from here)
+
 
 def append_dims(x: Tensor | float, target_ndim: int) -> Tensor:
     """Append trailing singleton dimensions to ``x`` until it has ``target_ndim`` dimensions.
@@ -34,15 +36,6 @@ def as_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
     if s.shape[0] != x.shape[0]:
         raise ValueError(f"sigma: expected a float or a tensor of shape ({x.shape[0]},), got shape {tuple(s.shape)}")
     return s
-
-
-def check_finite(name: str, x: Tensor) -> None:
-    """Raise ``ValueError`` naming ``name`` if ``x`` holds NaN or Inf."""
-    if not torch.is_tensor(x):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if not torch.isfinite(x).all():
-        n_bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name}: contains {n_bad} non-finite value(s) (NaN or Inf); expected finite numbers")
 
 
 @contextmanager

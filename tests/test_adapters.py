@@ -182,6 +182,68 @@ def test_adm_unet_is_deepinv_diffunet_at_ffhq_config():
     assert rel_err(b, a) < 1e-6
 
 
+def diffunet_buffers(**schedule) -> dict[str, torch.Tensor]:
+    """The two schedule buffers deepinv's DiffUNet adds to its state dict, computed by deepinv's own code."""
+    from deepinv.models import DiffUNet
+
+    sqrt_1m, sqrt_ab = DiffUNet.get_alpha_prod(None, **schedule)[-2:]  # it does not use self
+    return {"sqrt_1m_alphas_cumprod": sqrt_1m, "sqrt_alphas_cumprod": sqrt_ab}
+
+
+def test_adm_accepts_diffunet_schedule_buffers_and_checks_them(adm_ckpt, tmp_path):
+    """A tiny ADM state dict carrying DiffUNet's buffers loads (they are dropped) and denoises exactly as without
+    them; buffers of another schedule, or of another length, are refused naming the buffer."""
+    from safetensors.torch import save_file
+
+    net, plain = adm_ckpt
+    with_buffers = tmp_path / "diffunet_style.safetensors"
+    save_file({**net.state_dict(), **diffunet_buffers()}, with_buffers)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        a = load_adm(with_buffers, **TINY_ADM)(x, torch.tensor([0.05, 3.0]))
+        b = load_adm(plain, **TINY_ADM)(x, torch.tensor([0.05, 3.0]))
+    assert torch.equal(a, b)
+    other = tmp_path / "other_schedule.pt"
+    torch.save({**net.state_dict(), **diffunet_buffers(beta_end=0.012)}, other)
+    with pytest.raises(ValueError, match=r"schedule buffer 'sqrt_alphas_cumprod' disagrees with the schedule .*"
+                                         r"beta_start, beta_end and num_train_timesteps"):
+        load_adm(other, **TINY_ADM)
+    # the same buffers agree with the schedule they came from
+    load_adm(other, beta_end=0.012, **TINY_ADM)
+    with pytest.raises(ValueError, match="disagrees with the schedule"):  # right buffers, wrong loader schedule
+        load_adm(with_buffers, beta_start=2e-4, **TINY_ADM)
+    short = tmp_path / "short.pt"
+    torch.save({**net.state_dict(), **diffunet_buffers(num_train_timesteps=500)}, short)
+    with pytest.raises(ValueError, match="has 500 timesteps, the schedule .* has 1000"):
+        load_adm(short, **TINY_ADM)
+
+
+def test_deepinv_diffunet_state_dict_loads_through_adm(tmp_path):
+    """deepinv's DiffUNet (FFHQ configuration, random weights) saved with torch.save(state_dict) loads through
+    priors.load(arch="adm", config="ffhq256") and D(x, sigma) = x - sigma eps(x / sqrt(1 + sigma^2), t) with eps
+    from deepinv's own forward, at three timesteps."""
+    from deepinv.models import DiffUNet
+
+    from invdiff import priors
+
+    ref = randomise_(DiffUNet(pretrained=None), seed=12, scale=0.02)
+    path = tmp_path / "diffunet_ffhq.pt"
+    torch.save(ref.state_dict(), path)  # carries sqrt_alphas_cumprod and sqrt_1m_alphas_cumprod
+    D = priors.load(path, arch="adm", config="ffhq256")
+    ab = guided_diffusion_alphas_cumprod()
+    ts = [2, 450, 960]
+    sig = torch.tensor(np.sqrt((1 - ab[ts]) / ab[ts]), dtype=torch.float32)
+    g = torch.Generator().manual_seed(13)
+    x = 2 * torch.rand(3, 3, 32, 32, generator=g) - 1 + sig[:, None, None, None] * torch.randn(3, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        x_t = x / (1 + sig[:, None, None, None] ** 2).sqrt()
+        eps = ref.forward_diffusion(x_t, torch.tensor(ts))[:, :3]
+        want = x - sig[:, None, None, None] * eps
+        out = D(x, sig)
+    assert eps.abs().max() > 1e-2
+    assert rel_err(out, want) < RTOL
+
+
 # --------------------------------------------------------------------------- diffusers
 TINY_UNET = dict(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(32, 32), layers_per_block=1,
                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import deepinv as dinv
@@ -119,7 +120,7 @@ def test_method_table_and_one_call_reconstruct():
     for name in ("dps", "reddiff", "fbp", "zerofilled", "tv", "cg"):
         assert name in SOLVERS and isinstance(SOLVERS[name], type)
     assert {"smc", "mbir", "dds"} <= set(SOLVERS)
-    assert SOLVERS["RED-Diff"] is SOLVERS["reddiff"]
+    assert get_solver("RED-Diff") is SOLVERS["reddiff"] and get_solver("AFDPS") is SOLVERS["afdps"]
     r = invdiff.reconstruct(y, op, method="fbp")
     assert torch.equal(r.mean, op.A_dagger(y))
     r = invdiff.reconstruct(y, op, None, "cg", iters=5)
@@ -130,3 +131,56 @@ def test_method_table_and_one_call_reconstruct():
         get_solver("magic")
     with pytest.raises(TypeError, match="prior"):
         invdiff.reconstruct(y, op, method="dps")
+
+
+def test_one_validator_module_for_operators_and_solvers():
+    """The operators' checks are invdiff.validate's, and every error names the argument, the value given and
+    what was expected."""
+    from invdiff import validate
+    from invdiff.operators import _checked, blur, ct, inpainting, mri, superres
+
+    for module in (blur, ct, inpainting, mri, superres):
+        assert module.check_noise_std is validate.check_noise_std and module.check_img_size is validate.check_img_size
+    assert _checked.check_input is validate.check_input and ct.check_positive_int is validate.check_positive_int
+    cases = [(lambda: validate.check_positive_int("steps", 0), ValueError, r"steps: expected a positive integer, got 0"),
+             (lambda: validate.check_positive_float("lr", "fast"), TypeError, r"lr: expected a number, got 'fast'"),
+             (lambda: validate.check_unit_interval("eta", 2), ValueError, r"eta: expected a number in \[0, 1\], got 2"),
+             (lambda: validate.check_choice("mode", "x", ("pc", "dds")), ValueError,
+              r"mode: expected one of \('pc', 'dds'\), got 'x'"),
+             (lambda: validate.check_vp_chain(1000, 0.02, 1e-4), ValueError,
+              r"beta_start, beta_end: expected 0 < beta_start < beta_end < 1, got 0.02, 0.0001"),
+             (lambda: validate.check_tail_average(7, 5), ValueError, r"tail_average: expected an integer in \[1, steps=5\]"),
+             (lambda: validate.check_noise_std(-1), ValueError, r"noise_std: expected a non-negative finite number, got -1"),
+             (lambda: validate.check_prior("net"), TypeError, r"prior: expected a denoiser .* got str")]
+    for call, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            call()
+
+
+def test_tv_same_seed_same_result_whatever_the_global_generator():
+    """TV's step sizes come from deepinv's power method, which draws its start from the global generator;
+    the solver's seed must fix it, so the global state must not change the result."""
+    op = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=0.5, rng=torch.Generator().manual_seed(0))
+    y = op.A(torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
+    out = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        out.append(TV(weight=0.01, iters=30).reconstruct(y, op, seed=0, progress=False).mean)
+    assert torch.equal(out[0], out[1])
+
+
+def test_check_interval_names_the_interval():
+    from invdiff import validate
+
+    assert validate.check_interval("a", 3, low=1.0) == 3.0
+    assert validate.check_interval("cf", 0.0, 0.0, 1.0, high_open=True) == 0.0
+    for value, exc, text in [(0.5, ValueError, "a: expected a finite number >= 1, got 0.5"),
+                             (float("inf"), ValueError, "a: expected a finite number >= 1, got inf"),
+                             ("x", TypeError, "a: expected a number >= 1, got 'x'"),
+                             (True, TypeError, "a: expected a number >= 1, got True")]:
+        with pytest.raises(exc, match=re.escape(text)):
+            validate.check_interval("a", value, low=1.0)
+    with pytest.raises(ValueError, match=re.escape("cf: expected a finite number in [0, 1), got 1.0")):
+        validate.check_interval("cf", 1.0, 0.0, 1.0, high_open=True)
+    with pytest.raises(ValueError, match=re.escape("t: expected a finite number in (0, 2], got 0")):
+        validate.check_interval("t", 0, 0.0, 2.0, low_open=True)

@@ -9,6 +9,7 @@ import deepinv as dinv
 import pytest
 import torch
 
+from invdiff.operators import Inpainting
 from invdiff.priors import GaussianPrior
 from invdiff.solvers.dds import DDS
 
@@ -54,9 +55,28 @@ def test_explicit_noise_std_overrides_the_operator():
     assert torch.allclose(st["x0_dc"][mask], expected[mask], atol=1e-6)
 
 
-def test_lambda_needs_a_noise_level():
+def test_lambda_on_a_noiseless_operator_is_exact_data_consistency():
+    """sigma_y = 0 stated by the operator (deepinv's ZeroNoise, a zero Gaussian, noise_std = 0): gamma_t is its
+    limit inf, so lambda_ gives the same chain as gamma = inf (the official noiseless step)."""
     img = (1, 8, 8)
-    op = dinv.physics.Inpainting(img_size=img, mask=0.5, rng=torch.Generator().manual_seed(0))  # noiseless
+    x = torch.rand(1, *img, generator=torch.Generator().manual_seed(1))
+    kw = dict(steps=6, schedule="karras", cg_iters=4, tail_average=1)
+    for noise_model in (None, dinv.physics.GaussianNoise(sigma=0.0)):
+        extra = {} if noise_model is None else {"noise_model": noise_model}
+        op = dinv.physics.Inpainting(img_size=img, mask=0.5, rng=torch.Generator().manual_seed(0), **extra)
+        y = op.A(x)
+        a = DDS(gauss_prior(), lambda_=1.0, **kw).reconstruct(y, op, seed=4, progress=False).mean
+        b = DDS(gauss_prior(), gamma=math.inf, **kw).reconstruct(y, op, seed=4, progress=False).mean
+        assert torch.equal(a, b)
+        c = DDS(gauss_prior(), gamma=1.0, **kw).reconstruct(y, op, seed=4, progress=False).mean
+        assert not torch.allclose(a, c)  # the limit is not some other finite gamma
+
+
+def test_lambda_needs_a_gaussian_noise_level():
+    """An operator that states no Gaussian noise level (Poisson noise) cannot weigh the data: the error says what to pass."""
+    img = (1, 8, 8)
+    op = dinv.physics.Inpainting(img_size=img, mask=0.5, rng=torch.Generator().manual_seed(0),
+                                 noise_model=dinv.physics.PoissonNoise(gain=0.1))
     y = op.A(torch.rand(1, *img))
     with pytest.raises(ValueError, match="noise_std"):
         DDS(gauss_prior(), steps=2, lambda_=1.0).reconstruct(y, op, progress=False)
@@ -65,11 +85,12 @@ def test_lambda_needs_a_noise_level():
 def test_tail_average_is_the_mean_of_the_last_estimates():
     op, x, y, mask = inpainting()
     hist = []
-    r = DDS(gauss_prior(), steps=8, schedule="karras", eta=1.0, tail_average=3).reconstruct(
+    kw = dict(steps=8, schedule="karras", eta=1.0, gamma=1.0, cg_iters=5)
+    r = DDS(gauss_prior(), tail_average=3, **kw).reconstruct(
         y, op, seed=3, progress=False, callback=lambda d: hist.append(d["x0_dc"].clone()))
     expected = torch.stack(hist[-3:]).mean(0)
     assert torch.allclose(r.mean, expected.to(r.mean.dtype), atol=1e-6)
-    plain = DDS(gauss_prior(), steps=8, schedule="karras", eta=1.0).reconstruct(y, op, seed=3, progress=False)
+    plain = DDS(gauss_prior(), tail_average=1, **kw).reconstruct(y, op, seed=3, progress=False)
     assert torch.allclose(plain.mean, hist[-1].to(plain.mean.dtype), atol=1e-6)  # same chain, last estimate
 
 
@@ -82,7 +103,7 @@ def test_tail_average_lowers_the_error_of_a_gaussian_posterior_mean():
     err_last, err_avg = [], []
     for seed in range(4):
         kw = dict(steps=40, schedule="karras", eta=1.0, lambda_=1.0, cg_iters=4)
-        a = DDS(prior, **kw).reconstruct(y, op, seed=seed, progress=False).mean
+        a = DDS(prior, tail_average=1, **kw).reconstruct(y, op, seed=seed, progress=False).mean
         b = DDS(prior, tail_average=15, **kw).reconstruct(y, op, seed=seed, progress=False).mean
         err_last.append(float((a.double() - mean).pow(2).mean()))
         err_avg.append(float((b.double() - mean).pow(2).mean()))
@@ -108,7 +129,7 @@ def test_sigma_min_ends_the_karras_schedule():
     ({"lambda_": -1.0}, "lambda_"), ({"lambda_": 0.0}, "lambda_"), ({"noise_std": -0.1}, "noise_std"),
     ({"tail_average": 0}, "tail_average"), ({"tail_average": 11}, "tail_average"), ({"tail_average": 1.5}, "tail_average"),
     ({"tail_average": -0.2}, "tail_average"),
-    ({"sigma_min": 0.0, "schedule": "karras"}, "sigma_min"), ({"sigma_min": 0.01}, "sigma_min"),
+    ({"sigma_min": 0.0, "schedule": "karras"}, "sigma_min"), ({"sigma_min": 0.01, "schedule": "vp"}, "sigma_min"),
 ])
 def test_bad_arguments_name_the_argument(kw, name):
     with pytest.raises(ValueError, match=name):
@@ -131,3 +152,37 @@ def test_mbir_dds_mode_takes_the_same_options_as_dds():
     for bad in ({"lambda_": 1.0}, {"tail_average": 2}):
         with pytest.raises(ValueError, match="mode='dds'"):
             DiffusionMBIR(gauss_prior(16), mode="pc", steps=8, **bad)
+
+
+def test_dds_settings_are_one_frozen_config_shared_with_diffusionmbir():
+    """DDS and DiffusionMBIR(mode="dds") read one checked DDSConfig: the same check and message in both,
+    the fraction of tail_average turned into a count, and the attributes are read-only views of it."""
+    import dataclasses
+
+    from invdiff.solvers.dds import DDSConfig
+    from invdiff.solvers.mbir3d import DiffusionMBIR
+
+    cfg = DDSConfig(steps=10, eta=0.5, gamma=None, tail_average=0.3)
+    assert cfg.gamma == math.inf and cfg.tail_average == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.eta = 0.1
+    for cls in (DDS, DiffusionMBIR):
+        with pytest.raises(ValueError, match=r"eta: expected a number in \[0, 1\], got 1.5"):
+            cls(gauss_prior(), eta=1.5)
+        with pytest.raises(ValueError, match=r"schedule: expected one of \('vp', 'karras'\), got 'cosine'"):
+            cls(gauss_prior(), schedule="cosine")
+    solver = DDS(gauss_prior(), steps=10, eta=0.5, tail_average=0.3, gamma=1.0, schedule="vp")
+    assert solver.config == DDSConfig(steps=10, eta=0.5, gamma=1.0, tail_average=3)
+    assert (solver.steps, solver.eta, solver.tail_average) == (10, 0.5, 3)
+    with pytest.raises(AttributeError):
+        solver.eta = 0.1
+
+
+def test_gamma_of_is_the_noise_aware_weight():
+    """``gamma_t = sigma^2 / (lambda_ sigma_y^2)`` with ``sigma_y`` from the argument, else the operator."""
+    from invdiff.solvers.dds import DDSConfig
+
+    op = Inpainting((1, 4, 4), mask=0.5, noise_std=0.2, seed=0)
+    assert DDSConfig(steps=3, gamma=2.5).gamma_of(op, "DDS")(7.0) == 2.5
+    assert DDSConfig(steps=3, lambda_=4.0).gamma_of(op, "DDS")(3.0) == pytest.approx(9.0 / (4.0 * 0.04))
+    assert DDSConfig(steps=3, lambda_=4.0, noise_std=0.5).gamma_of(op, "DDS")(3.0) == pytest.approx(9.0 / 1.0)

@@ -9,7 +9,6 @@ import torch
 from invdiff import data, metrics, priors, solvers
 from invdiff.priors import EDMDenoiser, GaussianPrior, TiledDenoiser, UNet, UNetConfig
 from invdiff.priors.tiled import tile_starts
-from invdiff.solvers.dds import slice_prior
 
 
 def tiny_edm3d(seed: int = 0, channels=(8, 16)) -> EDMDenoiser:
@@ -135,10 +134,20 @@ SOLVERS = {
 
 
 def test_dds_keeps_a_native_3d_prior_and_slices_a_2d_one():
-    D3 = tiny_edm3d()
-    assert slice_prior(D3, 16) is D3 and slice_prior(TiledDenoiser(D3, 8), 16).spatial_dims == 3
-    D2 = EDMDenoiser(UNet(UNetConfig(channels=(8, 16))))
-    assert D2.spatial_dims == 2 and type(slice_prior(D2, 16)).__name__ == "SliceDenoiser"
+    """DDS sends volumes through SliceDenoiser around a 2D prior, and straight into a native 3D one."""
+    shape = (1, 4, 8, 8)
+    op = dinv.physics.Inpainting(img_size=shape, mask=0.5, rng=torch.Generator().manual_seed(1))
+    y = op(torch.rand(1, *shape, generator=torch.Generator().manual_seed(3)))
+    seen = {}
+    for dims in (2, 3):
+        torch.manual_seed(0)
+        D = EDMDenoiser(UNet(UNetConfig(channels=(8, 16), dims=dims, emb_dim=16)))
+        assert D.spatial_dims == dims
+        D.net.conv_in.register_forward_hook(lambda m, inp, out, d=dims: seen.setdefault(d, []).append(inp[0].shape))
+        r = solvers.DDS(D, steps=2).reconstruct(y, op, seed=0, progress=False)
+        assert r.mean.shape == (1, *shape)
+    assert all(tuple(s) == (4, 1, 8, 8) for s in seen[2])  # the 4 slices of the volume
+    assert all(tuple(s) == (1, 1, 4, 8, 8) for s in seen[3])  # the volume itself
 
 
 @pytest.mark.parametrize("name", sorted(SOLVERS))

@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--seed", type=int, default=0, help="seed of the measurement noise and the samplers")
     p.add_argument("--no-exact", action="store_true", help="skip the exact-posterior benchmark rows")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes, one task each at a time (timings are then "
-                   "taken with the other workers running)")
+    p.add_argument("--jobs", type=int, default=1, help="Ray tasks at once, one benchmark task each, on a local Ray "
+                   "cluster of this many CPUs (timings are then taken with the other workers running)")
+    p.add_argument("--address", default=None, help="with --jobs: join the Ray cluster at this address ('auto' or "
+                   "HOST:PORT) instead of starting a local one")
     return p
 
 
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.jobs > 1 and len(tasks) > 1:
         rows, per_image, skipped = run_parallel(tasks, method_keys, n_images, nfe, args.prior, args.device, args.seed,
-                                                args.jobs, log)
+                                                args.jobs, log, address=args.address)
     else:
         rows, per_image, skipped = run_benchmark(tasks, method_keys, n_images=n_images, nfe=nfe, prior=prior,
                                                  device=args.device, seed=args.seed, log=log)

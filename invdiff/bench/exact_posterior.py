@@ -18,6 +18,8 @@ Scores, for ``n`` samples of each method (:func:`score`):
   posterior weights; a sample belongs to the component of largest posterior responsibility
   ``w_k N(x; mu_k, C_k)``.
 
+The coverage of the exact posterior mass by each sampler's intervals is :mod:`invdiff.bench.exact_coverage`.
+
 Every sampler uses the same exact denoiser, wrapped to count network calls; point-estimate methods
 (DPS, RED-Diff, deepinv's DPS, DiffPIR and DDRM) draw their ``n`` samples as ``n`` independent runs
 batched together. Run ``python -m invdiff.bench.exact_posterior [--quick] [--out FILE]``.
@@ -106,8 +108,8 @@ def _methods(quick: bool) -> list[tuple[str, str, dict, int]]:
         ("invdiff SMC tweedie/gaussian (default)", "smc", {**smc}, steps),
         ("invdiff SMC tweedie/gradient (TDS)", "smc", {**smc, "proposal": "gradient"}, steps),
         ("invdiff SMC tweedie/prior", "smc", {**smc, "proposal": "prior"}, steps),
-        ("invdiff SMC particle/gaussian (paper)", "smc", {**smc, "tilt": "particle"}, steps),
-        ("invdiff SMC particle/euler (paper, literal)", "smc", {**smc, "tilt": "particle", "proposal": "euler"}, steps),
+        ("invdiff AFDPS gaussian (the paper's particle tilt)", "afdps", {**smc}, steps),
+        ("invdiff AFDPS euler (the paper's, literal Euler)", "afdps", {**smc, "proposal": "euler"}, steps),
         ("invdiff DPS", "dps", {"n_samples": N}, long),
         ("invdiff RED-Diff", "reddiff", {"n_samples": N}, long),
         ("deepinv DPS", "dinv-dps", {}, long),
@@ -121,21 +123,22 @@ def run(quick: bool = False, seed: int = 0, problem_seed: int = 7, log=None) -> 
 
     ``seed`` seeds every sampler; ``problem_seed`` the truth and the measurement.
     """
-    from invdiff.bench.methods import CountingDenoiser, get_method, hparams
+    from invdiff.bench.methods import CountingDenoiser, _invdiff_run, _smc_steps, get_method, hparams
 
     pb = make_problem(seed=problem_seed)
     prior = CountingDenoiser(pb.prior)
     rows = []
     for label, key, extra, nfe in _methods(quick):
-        method = get_method(key)
-        params = {**hparams(key, "inpaint"), **extra}
+        # AFDPS is not a benchmark method: it runs with SMC's settings (its CG budget)
+        method_run = _invdiff_run("afdps", _smc_steps) if key == "afdps" else get_method(key).run
+        params = {**hparams("smc" if key == "afdps" else key, "inpaint"), **extra}
         n = params.get("n_samples", 256 if quick else 512)
-        y = pb.y if key in ("smc", "dps", "reddiff") else pb.y.repeat(n, *([1] * (pb.y.ndim - 1)))
+        y = pb.y if key in ("smc", "afdps", "dps", "reddiff") else pb.y.repeat(n, *([1] * (pb.y.ndim - 1)))
         prior.reset()
         row = {"method": label, "samples": n}
         t0 = time.perf_counter()
         try:
-            out = method.run(prior, pb.op, y, nfe, seed, params)
+            out = method_run(prior, pb.op, y, nfe, seed, params)
         except FloatingPointError as err:  # a sampler that diverges says so
             row.update(sw=math.nan, sw_exact=math.nan, sw_ratio=math.nan, tv=math.nan, seconds=time.perf_counter() - t0,
                        nfe=prior.calls, note=f"diverged: {err}".split(";")[0])

@@ -23,14 +23,14 @@ deepinv DDRM              ``sigmas = linspace(1, 0, nfe)`` (one call per level);
 FBP / zero-filled, TV     no network (the operator's ``A_dagger``; TV by PDHG, 300 iterations)
 ========================  ==========================================================================
 
-Hyperparameters come from :data:`HPARAMS` (per method and task group), tuned on the tuning images
-(:func:`invdiff.bench.tasks.tuning_images`, seed 777002) by :mod:`invdiff.bench.tune`, never on the
-test images; deepinv's methods were given the same tuning of their main knob.
+Hyperparameters come from :data:`HPARAMS` (per method and task group): for invdiff's solvers their presets
+(:mod:`invdiff.solvers.presets`), tuned on the tuning images (:func:`invdiff.bench.tasks.tuning_images`,
+seed 777002) by :mod:`invdiff.bench.tune`, never on the test images; deepinv's methods were given the
+same tuning of their main knob.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -41,6 +41,7 @@ from torch import Tensor
 
 from invdiff.bench.counting import CountingDenoiser  # noqa: F401  (its old home: invdiff.bench.methods)
 from invdiff.solvers import get_solver
+from invdiff.solvers.presets import preset
 
 
 @dataclass
@@ -88,24 +89,25 @@ class Method:
 
 
 # ----------------------------------------------------------------------------- hyperparameters
-# Tuned on the tuning images (seed 777002) with `python -m invdiff.bench.tune`, at 100 network calls;
-# the grids and scores are in benchmarks/TUNING.md. Groups: ct, mri, inpaint, deblur, sr, ct3d.
+# invdiff's solvers: their presets (invdiff.solvers.presets, tuned on ct16 tuning images of seed 777002 at 100
+# network calls; DiffusionMBIR on its 3D tuning volume), without the budget `steps`, which the benchmark sets from
+# its NFE. The presets module holds the provenance; the grids and scores are in benchmarks/TUNING.md.
+# deepinv's methods and SMC stay here: they are settings of this benchmark only (no invdiff class reads them).
+# Groups: ct, mri, inpaint, deblur, sr, ct3d; only "default" entries exist (nothing was tuned per group).
 HPARAMS: dict[str, dict[str, dict]] = {
-    "dps": {"default": {"step_size": 0.1}},
-    "reddiff": {"default": {"lr": 0.1, "lam": 0.25}},
-    # ct16 tuning (benchmarks/TUNING.md): karras schedule, DiffPIR-style noise-aware proximal weight
-    # solved by 20 CG iterations, eta 0.85, the last 20 % of the data-consistent estimates averaged
-    "dds": {"default": {"schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2}},
+    "dps": {"default": preset("dps").knobs()},
+    "reddiff": {"default": preset("reddiff").knobs()},
+    "dds": {"default": preset("dds").knobs()},
     # 10 CG iterations (tolerance 1e-6) per Gaussian solve instead of the class default 50: 2.5x faster on
     # CT, where the solves dominate (10 steps, 2 images, 8 particles: 40.5 s -> 16.1 s); not re-tuned
     "smc": {"default": {"particles": 8, "cg_iters": 10, "cg_tol": 1e-6}},
-    # tuned by invdiff.bench.mbir3d on its tuning volume (seed 777102)
-    "mbir": {"default": {"mode": "dds", "tv_weight": 0.2, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85}},
-    "slicewise": {"default": {"mode": "dds", "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85}},
+    "mbir": {"default": preset("mbir").knobs()},
+    "slicewise": {"default": {**preset("mbir").knobs(), "tv_weight": 0.0}},
+    # tuned like invdiff's on the ct16 tuning images (benchmarks/TUNING.md)
     "dinv-dps": {"default": {"weight": 10.0}},
     "dinv-diffpir": {"default": {"lambda_": 1.0, "zeta": 1.0}},
     "dinv-ddrm": {"default": {"eta": 0.85}},
-    "tv": {"default": {"weight": 0.01}},
+    "tv": {"default": preset("tv").knobs()},
 }
 
 

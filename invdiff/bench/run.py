@@ -146,23 +146,29 @@ def _worker(args: tuple) -> tuple[list[dict], list[dict], list[str], list[str]]:
     return rows, per_image, skipped, lines
 
 
-def run_parallel(task_names, method_keys, n_images, nfe, prior_spec, device, seed, jobs, log=print):
-    """:func:`run_benchmark` with the tasks spread over ``jobs`` worker processes (one thread each).
+def run_parallel(task_names, method_keys, n_images, nfe, prior_spec, device, seed, jobs, log=print, address=None):
+    """:func:`run_benchmark` with one Ray task per benchmark task, ``jobs`` at a time (one thread each).
 
-    Rows come back in the order of ``task_names``; timings are taken with the other workers running.
+    The engine is :func:`invdiff.distributed.ray_tasks.run_tasks` (as for ``invdiff batch``): a local
+    Ray cluster of ``jobs`` CPUs, or the one at ``address``. Rows come back in the order of
+    ``task_names`` and equal a serial run's; timings are taken with the other workers running. A
+    task whose worker died is listed in ``skipped``.
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from invdiff.distributed.ray_tasks import TaskFailure, ray_session, run_tasks
 
     work = [(t, list(method_keys), n_images, nfe, prior_spec, device, seed) for t in task_names]
+    done: dict[int, tuple] = {}
+    with ray_session(jobs, address):
+        for i, res in run_tasks(_worker, work, workers=jobs, max_retries=1):
+            done[i] = ([], [], [f"{task_names[i]} / all methods: {res}"], []) if isinstance(res, TaskFailure) else res
     rows, per_image, skipped = [], [], []
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        for r, p, s, lines in pool.map(_worker, work):
-            for line in lines:
-                log(line)
-            rows += r
-            per_image += p
-            skipped += s
+    for i in range(len(work)):
+        r, p, s, lines = done[i]
+        for line in lines:
+            log(line)
+        rows += r
+        per_image += p
+        skipped += s
     return rows, per_image, skipped
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from invdiff.operators._checks import check_input
+from invdiff.validate import check_input
 
 
 class CheckedOperator:

@@ -64,7 +64,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from invdiff.operators._checks import check_img_size, check_input, check_noise_std
+from invdiff.validate import (check_img_size, check_input, check_noise_std, check_positive_float,
+                              check_positive_int)
 from invdiff.operators.functional.astra_ct import (
     PROJECTORS,
     Geometry2D,
@@ -79,22 +80,6 @@ from invdiff.utils import check_finite
 
 GEOMETRIES = ("parallel", "fan")
 BACKENDS = ("astra", "torch")
-
-
-def _positive_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name}: expected a positive integer, got {v!r}")
-    if v < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-    return int(v)
-
-
-def _positive_float(name: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a positive number, got {v!r}")
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
-    return float(v)
 
 
 def _check_angles(angles) -> tuple[float, ...]:
@@ -207,7 +192,7 @@ class CT(dinv.physics.LinearPhysics):
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         if angles is None:
-            theta = _even_angles(_positive_int("n_views", n_views), geometry, limited_angle)
+            theta = _even_angles(check_positive_int("n_views", n_views), geometry, limited_angle)
         else:
             if limited_angle is not None:
                 raise ValueError(f"limited_angle: {limited_angle!r} cannot be combined with explicit angles; "
@@ -218,8 +203,8 @@ class CT(dinv.physics.LinearPhysics):
         Ds = Dd = None
         if geometry == "fan":
             N = max(H, W)
-            Ds = _positive_float("source_distance", 2.0 * N if source_distance is None else source_distance)
-            Dd = _positive_float("detector_distance", 1.0 * N if detector_distance is None else detector_distance)
+            Ds = check_positive_float("source_distance", 2.0 * N if source_distance is None else source_distance)
+            Dd = check_positive_float("detector_distance", 1.0 * N if detector_distance is None else detector_distance)
             R = math.hypot(H, W) / 2
             if Ds <= R:
                 raise ValueError(f"source_distance: expected more than {R:.4g} (the radius of the circle around a "
@@ -230,12 +215,12 @@ class CT(dinv.physics.LinearPhysics):
         if detector_spacing is None:
             d = 1.0 if geometry == "parallel" else (Ds + Dd) / Ds
         else:
-            d = _positive_float("detector_spacing", detector_spacing)
+            d = check_positive_float("detector_spacing", detector_spacing)
         if n_detectors is None:
             n = math.ceil(math.hypot(H, W) / d - 1e-9) if geometry == "parallel" else fan_detector_count(H, W, Ds, Dd, d)
             n += (n - W) % 2
         else:
-            n = _positive_int("n_detectors", n_detectors)
+            n = check_positive_int("n_detectors", n_detectors)
 
         if backend == "astra":
             projector = ("linear" if geometry == "parallel" else "strip") if projector is None else projector
@@ -302,8 +287,8 @@ class CT(dinv.physics.LinearPhysics):
 
         geom = geometry_from_astra(proj_geom, vol_geom)
         H, W = geom.image_shape
-        size = (_positive_int("channels", channels), H, W) if slices is None else \
-            (_positive_int("channels", channels), _positive_int("slices", slices), H, W)
+        size = (check_positive_int("channels", channels), H, W) if slices is None else \
+            (check_positive_int("channels", channels), check_positive_int("slices", slices), H, W)
         if projector is None:
             projector = "linear" if not geom.is_fan else ("line" if geom.vectors is not None else "strip")
         kind = proj_geom["type"]

@@ -39,7 +39,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators._checks import check_img_size, check_input, check_noise_std
+from invdiff.validate import check_img_size, check_input, check_interval, check_noise_std
 from invdiff.operators.functional.fft import fft2c, from_complex, ifft2c, to_complex
 from invdiff.operators.functional.mri_masks import equispaced_mask, poisson_mask, random_mask
 
@@ -47,25 +47,11 @@ MASKS = ("random", "equispaced", "poisson")
 
 
 def _check_acceleration(acceleration) -> float:
-    if isinstance(acceleration, bool):
-        raise TypeError(f"acceleration: expected a number >= 1, got {acceleration!r}")
-    try:
-        R = float(acceleration)
-    except (TypeError, ValueError):
-        raise TypeError(f"acceleration: expected a number >= 1, got {acceleration!r}") from None
-    if not math.isfinite(R) or R < 1:
-        raise ValueError(f"acceleration: expected a finite number >= 1, got {acceleration!r}")
-    return R
+    return check_interval("acceleration", acceleration, low=1.0)
 
 
 def _check_center_fraction(center_fraction) -> float:
-    try:
-        cf = float(center_fraction)
-    except (TypeError, ValueError):
-        raise TypeError(f"center_fraction: expected a number in [0, 1), got {center_fraction!r}") from None
-    if not 0.0 <= cf < 1.0:
-        raise ValueError(f"center_fraction: expected a number in [0, 1), got {center_fraction!r}")
-    return cf
+    return check_interval("center_fraction", center_fraction, low=0.0, high=1.0, high_open=True)
 
 
 def _make_mask(mask, H: int, W: int, acceleration: float, center_fraction: float, seed) -> Tensor:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from invdiff.operators._checked import CheckedOperator
-from invdiff.operators._checks import check_img_size, check_noise_std
+from invdiff.validate import check_img_size, check_noise_std
 
 
 def dct_matrix(n: int) -> Tensor:

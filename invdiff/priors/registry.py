@@ -16,10 +16,11 @@ import torch
 
 from invdiff.priors.adapters import adm, ncsnpp
 from invdiff.priors.adapters import diffusers as diffusers_adapter
+from invdiff.priors.adapters import monai as monai_adapter
 from invdiff.priors.edm import EDMDenoiser
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-ARCHS = ("invdiff", "adm", "ncsnpp", "diffusers")
+ARCHS = ("invdiff", "adm", "ncsnpp", "diffusers", "monai")
 
 
 def available() -> list[str]:
@@ -48,13 +49,15 @@ def load(name_or_path: str | os.PathLike, arch: str | None = None, device: str |
     ----------
     name_or_path : str or path-like
         An embedded prior's name (e.g. ``"phantom-ct-64"``), or a file / folder.
-    arch : {"invdiff", "adm", "ncsnpp", "diffusers"}, optional
+    arch : {"invdiff", "adm", "ncsnpp", "diffusers", "monai"}, optional
         The checkpoint family. ``None`` infers it: a ``.safetensors`` file with a ``.json`` beside it
         is ``"invdiff"``, a folder with ``unet/`` is ``"diffusers"``; anything else must say.
     device : str or torch.device
         Where the network goes.
     **kwargs
-        Passed to the adapter (e.g. ``config=`` for ``"adm"`` and ``"ncsnpp"``).
+        Passed to the adapter (e.g. ``config=`` for ``"adm"`` and ``"ncsnpp"``; for ``"monai"``,
+        ``config=`` is required: ``DiffusionModelUNet``'s constructor arguments, a dict or a JSON
+        file, and ``scheduler=`` its ``DDPMScheduler`` arguments).
 
     Returns
     -------
@@ -89,4 +92,6 @@ def load(name_or_path: str | os.PathLike, arch: str | None = None, device: str |
         return adm.load_adm(path, device, **kwargs)
     if arch == "ncsnpp":
         return ncsnpp.load_ncsnpp(path, device, **kwargs)
+    if arch == "monai":
+        return monai_adapter.load_monai(path, device, **kwargs)  # the monai package is imported there
     return diffusers_adapter.load_diffusers(path, device, **kwargs)  # the diffusers package is imported there

@@ -1,4 +1,6 @@
-"""What every invdiff solver shares: the result type, argument checks, seeding, timing, NFE counting.
+"""What every invdiff solver shares: the result type, seeding, timing, the counted call of the prior.
+
+Argument checks live in :mod:`invdiff.validate`.
 
 A solver subclasses :class:`Solver` and implements :meth:`Solver._sample`, which draws one batch of
 reconstructions. :meth:`Solver.reconstruct` runs it (batched over ``n_samples`` where it can) and
@@ -7,7 +9,7 @@ returns a :class:`Reconstruction`; ``solver(y, op)`` returns the mean, as deepin
 
 from __future__ import annotations
 
-import math
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,7 +18,10 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.utils import check_finite
+from invdiff.priors.slice import SliceDenoiser
+from invdiff.solvers.presets import SIGMA_MAX, SIGMA_MIN
+from invdiff.solvers.schedules import vp_chain_sigmas
+from invdiff.validate import check_measurement, check_positive_int, check_prior, check_vp_chain
 
 
 @dataclass
@@ -47,34 +52,11 @@ class Reconstruction:
     info: dict = field(default_factory=dict)
 
 
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_positive_float(name: str, value, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} finite number, got {value!r}")
-    return v
-
-
-def check_prior(prior) -> torch.nn.Module:
-    """A prior must be a denoiser module ``D(x, sigma)`` (deepinv ``Denoiser`` or any ``nn.Module``)."""
-    if not isinstance(prior, torch.nn.Module) or not callable(prior):
-        raise TypeError(f"prior: expected a denoiser (a deepinv.models.Denoiser or torch.nn.Module computing D(x, sigma)), "
-                        f"got {type(prior).__name__}")
-    return prior
-
-
 def sigma_range(prior, sigma_min: float | None = None, sigma_max: float | None = None) -> tuple[float, float]:
-    """The noise range to sample over: arguments first, then the prior's attributes, then EDM's defaults."""
-    lo = sigma_min if sigma_min is not None else getattr(prior, "sigma_min", 0.002)
-    hi = sigma_max if sigma_max is not None else getattr(prior, "sigma_max", 80.0)
+    """The noise range to sample over: arguments first, then the prior's attributes, then
+    :data:`~invdiff.solvers.presets.SIGMA_MIN` / :data:`~invdiff.solvers.presets.SIGMA_MAX` (EDM's)."""
+    lo = sigma_min if sigma_min is not None else getattr(prior, "sigma_min", SIGMA_MIN)
+    hi = sigma_max if sigma_max is not None else getattr(prior, "sigma_max", SIGMA_MAX)
     return float(lo), float(hi)
 
 
@@ -84,22 +66,6 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device) -> 
     g = torch.Generator(device=device)
     g.manual_seed(0 if seed is None else int(seed))
     return g
-
-
-def check_measurement(y, op) -> None:
-    """``y`` must be a finite tensor shaped like ``op.A`` of an image."""
-    if not torch.is_tensor(y):
-        raise TypeError(f"y: expected a torch.Tensor measurement, got {type(y).__name__}")
-    check_finite("y", y)
-    if not isinstance(op, dinv.physics.Physics):
-        raise TypeError(f"op: expected a deepinv.physics.Physics operator (e.g. invdiff.operators.CT), got {type(op).__name__}")
-    img_size = getattr(op, "img_size", None)
-    if img_size is not None:
-        probe = torch.zeros((1, *img_size), device=y.device, dtype=y.dtype)
-        with torch.no_grad():
-            expected = tuple(op.A(probe).shape[1:])
-        if tuple(y.shape[1:]) != expected:
-            raise ValueError(f"y: shape {tuple(y.shape)} does not fit the operator; expected (B, {', '.join(map(str, expected))})")
 
 
 class Solver(dinv.models.Reconstructor):
@@ -112,18 +78,36 @@ class Solver(dinv.models.Reconstructor):
 
     batch_samples = True  # repeat y along the batch to draw n_samples at once
     needs_prior = True  # False for the classical baselines (invdiff.reconstruct then passes no prior)
+    chunk: int | None = None  # slices per network call when volumes go through the 2D prior slice by slice
 
     def __init__(self, prior=None, device: str | torch.device = "cpu"):
         super().__init__()
         self.prior = check_prior(prior) if prior is not None else None
         self.nfe = 0
         self.info: dict = {}
+        self._prior3d = None  # the SliceDenoiser around the prior, built on the first volume
 
     # -- helpers for subclasses
-    def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        """``D(x, sigma)`` through the prior, counted in ``nfe``; the network runs in float32."""
+    def denoise(self, x: Tensor, sigma: Tensor | float, grad: bool = False) -> Tensor:
+        """``D(x, sigma)`` through the prior, counted in ``nfe``; the network runs in float32.
+
+        ``grad=False`` runs the network without autograd (no graph is kept); ``grad=True`` keeps the
+        graph for a backward pass through the network (DPS, SMC's gradient proposal). A solver that
+        sets ``chunk`` (slice-wise solvers: DDS, DiffusionMBIR) sends volumes ``(B, C, D, H, W)``
+        through :class:`~invdiff.priors.SliceDenoiser` around its 2D prior (``chunk`` slices per call)
+        and counts slice evaluations in ``info["slice_evals"]``; a native volume prior
+        (``prior.spatial_dims == 3``) gets volumes as they are.
+        """
+        net = self.prior
+        if x.ndim == 5 and self.chunk is not None and getattr(self.prior, "spatial_dims", 2) != 3:
+            if self._prior3d is None:
+                wrapped = isinstance(self.prior, SliceDenoiser)
+                self._prior3d = self.prior if wrapped else SliceDenoiser(self.prior, chunk=self.chunk)
+            net = self._prior3d
+            self.info["slice_evals"] = self.info.get("slice_evals", 0) + x.shape[0] * x.shape[2]
         self.nfe += 1
-        out = self.prior(x.to(torch.float32), sigma if isinstance(sigma, float) else sigma.to(torch.float32))
+        with torch.set_grad_enabled(grad):
+            out = net(x.to(torch.float32), sigma if isinstance(sigma, float) else sigma.to(torch.float32))
         return out.to(x.dtype)
 
     @staticmethod
@@ -139,6 +123,31 @@ class Solver(dinv.models.Reconstructor):
         """Extra solver-specific checks (e.g. 3D only)."""
 
     # -- public API
+    def settings(self) -> dict:
+        """The hyperparameters this solver runs with, resolved (presets and the prior's defaults filled in).
+
+        One entry per constructor argument except the prior and ``device``, read back from the solver
+        (e.g. ``DDS(prior).settings()["schedule"] == "karras"``, ``tail_average`` as a step count), so
+        that a command line or a report can print what was used. Values are plain Python numbers and
+        strings; ``inf`` stays ``math.inf``.
+
+        Example
+        -------
+        >>> from invdiff.solvers import TV
+        >>> TV().settings()["weight"]
+        0.0005
+        """
+        skip = {"self", "prior", "prior2d", "device"}
+        out = {}
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            if isinstance(value, Tensor):
+                value = value.tolist() if value.numel() > 1 else value.item()
+            out[name] = value
+        return out
+
     def reconstruct(self, y: Tensor, op, n_samples: int = 1, seed: int | torch.Generator | None = 0,
                     progress: bool = True, callback: Callable[[dict], None] | None = None) -> Reconstruction:
         """Reconstruct ``x`` from ``y = op(x)``.
@@ -181,3 +190,23 @@ class Solver(dinv.models.Reconstructor):
     def forward(self, y: Tensor, physics, **kwargs) -> Tensor:
         kwargs.setdefault("progress", False)
         return self.reconstruct(y, physics, **kwargs).mean
+
+
+class VPChainSolver(Solver):
+    """A solver that walks DDPM's linear-beta VP chain respaced to ``steps`` levels (DPS, RED-Diff).
+
+    ``sigma_t^2 = (1 - ab_t) / ab_t`` with ``ab_t = prod_{s <= t} (1 - beta_s)``, ``beta`` linear from
+    ``beta_start`` to ``beta_end`` over ``T`` steps, capped at the prior's ``sigma_max``
+    (:func:`~invdiff.solvers.schedules.vp_chain_sigmas`).
+    """
+
+    def __init__(self, prior, steps: int, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 device: str | torch.device = "cpu"):
+        super().__init__(check_prior(prior), device=device)
+        self.steps = check_positive_int("steps", steps)
+        self.T, self.beta_start, self.beta_end = check_vp_chain(T, beta_start, beta_end)
+
+    def sigmas(self) -> Tensor:
+        """The ``steps`` noise levels of the chain (float64, descending), then 0."""
+        return vp_chain_sigmas(self.steps, self.T, self.beta_start, self.beta_end,
+                               sigma_max=getattr(self.prior, "sigma_max", None))

@@ -17,17 +17,22 @@ In sigma-space (``x = x_t / sqrt(ab_t)``, ``sigma^2 = (1 - ab_t) / ab_t``) the o
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
+import deepinv as dinv
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.priors.slice import SliceDenoiser
-from invdiff.solvers.base import Solver, check_positive_float, check_positive_int, check_prior
+from invdiff.solvers.base import Solver, sigma_range
+from invdiff.solvers.presets import resolve
 from invdiff.solvers.schedules import karras_sigmas, vp_chain_sigmas
 from invdiff.solvers.tv_z import ADMMTVz
 from invdiff.utils import measurement_noise_std
+from invdiff.validate import (check_choice, check_positive_float, check_positive_int, check_prior, check_tail_average,
+                              check_unit_interval)
 
 SCHEDULES = ("vp", "karras")
 
@@ -41,130 +46,150 @@ def normal_operator(op, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
     return AtA
 
 
-def slice_prior(prior, chunk: int) -> SliceDenoiser:
-    """The 2D ``prior`` applied to volumes slice by slice (``chunk`` slices per network call);
-    a native volume prior (``prior.spatial_dims == 3``) is returned as it is."""
-    if isinstance(prior, SliceDenoiser) or getattr(prior, "spatial_dims", 2) == 3:
-        return prior
-    return SliceDenoiser(prior, chunk=chunk)
+@dataclass(frozen=True)
+class DDSConfig:
+    """Settings of the DDS loop (:class:`DDS`, ``DiffusionMBIR(mode="dds")``), checked once here.
 
-
-def check_tv_args(tv_weight, rho, gamma) -> tuple[float, float, float]:
-    """``tv_weight >= 0``, ``rho > 0``, ``gamma > 0`` (``inf`` allowed: no proximity to the Tweedie estimate)."""
-    lam = check_positive_float("tv_weight", tv_weight, allow_zero=True)
-    rho = check_positive_float("rho", rho)
-    if gamma is None or (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma == math.inf):
-        g = math.inf
-    else:
-        g = check_positive_float("gamma", gamma)
-    return lam, rho, g
-
-
-def tail_count(tail_average, steps: int) -> int:
-    """Steps to average: an integer in ``[1, steps]``, or a fraction in ``(0, 1)`` of ``steps`` (at least 1)."""
-    if isinstance(tail_average, bool) or not isinstance(tail_average, (int, float)):
-        raise TypeError(f"tail_average: expected an integer count or a fraction of the steps, got {tail_average!r}")
-    if isinstance(tail_average, float) and 0 < tail_average < 1:
-        return max(1, round(tail_average * steps))
-    if tail_average != int(tail_average) or not 1 <= tail_average <= steps:
-        raise ValueError(f"tail_average: expected an integer in [1, steps={steps}] or a fraction in (0, 1), "
-                         f"got {tail_average!r}")
-    return int(tail_average)
-
-
-class _SliceWise:
-    """Mixin: route volumes through the slice-wise prior, count network calls and slice evaluations.
-
-    The network runs without autograd (these samplers never differentiate through it).
+    ``tail_average`` is stored as a step count (a fraction is converted); ``gamma = None`` or ``inf``
+    means no proximity term. See :class:`DDS` for the meaning of each field.
     """
 
-    chunk: int
+    steps: int
+    eta: float = 0.85
+    gamma: float = 1.0
+    schedule: str = "vp"
+    sigma_min: float | None = None
+    lambda_: float | None = None
+    noise_std: float | None = None
+    tail_average: int | float = 1
+    clip_x0: bool = False
 
-    def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        if x.ndim == 5:
-            net = getattr(self, "_prior3d", None)
-            if net is None:
-                net = self._prior3d = slice_prior(self.prior, self.chunk)
-            self.info["slice_evals"] = self.info.get("slice_evals", 0) + x.shape[0] * x.shape[2]
-        else:
-            net = self.prior
-        self.nfe += 1
-        with torch.no_grad():  # no backward pass: without this the graph of every step would be kept
-            out = net(x.to(torch.float32), sigma if isinstance(sigma, float) else sigma.to(torch.float32))
-        return out.to(x.dtype)
+    def __post_init__(self):
+        put = partial(object.__setattr__, self)
+        put("steps", check_positive_int("steps", self.steps))
+        put("eta", check_unit_interval("eta", self.eta))
+        g = self.gamma
+        inf = g is None or (isinstance(g, (int, float)) and not isinstance(g, bool) and g == math.inf)
+        put("gamma", math.inf if inf else check_positive_float("gamma", g))
+        put("schedule", check_choice("schedule", self.schedule, SCHEDULES))
+        for name in ("sigma_min", "lambda_", "noise_std"):
+            if getattr(self, name) is not None:
+                put(name, check_positive_float(name, getattr(self, name)))
+        put("tail_average", check_tail_average(self.tail_average, self.steps))
+        put("clip_x0", bool(self.clip_x0))
+        if self.sigma_min is not None and self.schedule != "karras":
+            raise ValueError(f"sigma_min: only the 'karras' schedule takes it, got schedule={self.schedule!r}")
 
+    def sigmas(self, prior) -> tuple[list[float], float]:
+        """Noise levels (decreasing, ending in 0) and the scale of the starting noise.
 
-def dds_loop(solver: Solver, y: Tensor, op, sigmas: list[float], start_scale: float, eta: float,
-             admm: ADMMTVz, gamma: float | Callable[[float], float], generator: torch.Generator, progress: bool,
-             callback: Callable[[dict], None] | None, clip: tuple[float, float] | None = None,
-             desc: str = "DDS", tail_average: int = 1) -> Tensor:
-    """The DDS sampling loop (shared by :class:`DDS` and ``DiffusionMBIR(mode="dds")``).
+        ``"vp"``: DDPM's linear-beta chain respaced to ``steps`` (as the official code), capped at the
+        prior's ``sigma_max``; start ``sqrt(1 + sigma_0^2) n`` (the VP chain's ``N(0, I)``).
+        ``"karras"``: EDM's schedule over ``[sigma_min, sigma_max]`` (``sigma_min`` defaults to the
+        prior's); start ``sigma_0 n``. The last step denoises at ``sigma_min``, so a larger ``sigma_min``
+        ends on a Tweedie estimate (a conditional mean) rather than on a near-noiseless sample.
+        """
+        if self.schedule == "vp":
+            sig = vp_chain_sigmas(self.steps, sigma_max=getattr(prior, "sigma_max", None))
+            return sig.tolist(), math.sqrt(1 + float(sig[0]) ** 2)
+        lo, hi = sigma_range(prior, self.sigma_min)
+        sig = karras_sigmas(self.steps, lo, hi)
+        return sig.tolist(), float(sig[0])
 
-    ``sigmas``: decreasing noise levels ending in 0; ``x`` starts at ``start_scale * n``. The data
-    update minimises ``1/2 |A x - y|^2 + |x - x0_hat|^2 / (2 gamma) [+ lam |D_z x|_1]``; ``gamma`` is a
-    number (``inf``: no proximity term) or a function of the step's ``sigma``.
-    ``tail_average = k > 1`` returns the mean of the data-consistent estimates ``x0'`` of the last
-    ``k`` steps instead of the last one (see :class:`DDS`).
-    """
-    img_size = getattr(op, "img_size", None)
-    shape = (y.shape[0], *img_size) if img_size is not None else tuple(op.A_adjoint(y).shape)
-    dt = torch.float64
-    AtA = normal_operator(op, y.dtype)
-    ATy = op.A_adjoint(y).to(dt)
-    gamma_of = gamma if callable(gamma) else (lambda _sigma: gamma)
-    c_noise, c_eps = eta, math.sqrt(max(1.0 - eta * eta, 0.0))
-    x = start_scale * torch.randn(shape, generator=generator, device=y.device, dtype=dt)
-    steps = len(sigmas) - 1
-    k_avg = min(max(int(tail_average), 1), steps)
-    acc = torch.zeros_like(x)
-    for i in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        # 1. Tweedie estimate and the network's noise estimate
-        x0_hat = solver.denoise(x, sigma)
-        if clip is not None:
-            x0_hat = x0_hat.clamp(*clip)
-        eps_hat = (x - x0_hat) / sigma
-        # 2. data consistency started at x0_hat: CG on (A^T A + I/gamma [+ rho D_z^T D_z]) x = ...
-        g = float(gamma_of(sigma))
-        inv_gamma = 0.0 if math.isinf(g) else 1.0 / g
-        M = (lambda v, c=inv_gamma: AtA(v) + c * v) if inv_gamma > 0 else AtA
-        b = ATy + inv_gamma * x0_hat if inv_gamma > 0 else ATy
-        x0_dc = admm.step(x0_hat, M, b)
-        if i >= steps - k_avg:
-            acc += x0_dc
-        # 3. DDIM step to sigma_next with the corrected estimate
-        if sigma_next > 0:
-            z = torch.randn(shape, generator=generator, device=y.device, dtype=dt)
-            x = x0_dc + sigma_next * (c_noise * z + c_eps * eps_hat)
-        else:
-            x = x0_dc
-        solver.check_iterate("x", x, i)
-        if callback is not None:
-            callback({"step": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "x0_hat": x0_hat, "x0_dc": x0_dc})
-    if k_avg > 1:
-        x = acc / k_avg
-    return x.to(y.dtype)
+    def gamma_of(self, op, solver: str) -> Callable[[float], float]:
+        """``sigma -> gamma_t``: ``gamma``, or with ``lambda_`` DiffPIR's ``sigma^2 / (lambda_ sigma_y^2)``.
+
+        On an operator that states zero measurement noise (``noise_std = 0``, deepinv's ``ZeroNoise`` or a
+        Gaussian of ``sigma = 0``) and no ``noise_std`` given, ``gamma_t`` is its limit ``sigma_y -> 0``,
+        ``inf``: exact data consistency started at ``x0_hat`` (the official noiseless DDS step).
+        """
+        if self.lambda_ is None:
+            return lambda _sigma: self.gamma
+        if self.noise_std is None and _states_zero_noise(op):
+            return lambda _sigma: math.inf
+        c = self.lambda_ * measurement_noise_std(op, self.noise_std, solver) ** 2
+        return lambda sigma: sigma * sigma / c
 
 
-def dds_sigmas(prior, steps: int, schedule: str, sigma_min: float | None = None) -> tuple[list[float], float]:
-    """Noise levels for DDS and the scale of the starting noise.
-
-    ``"vp"``: DDPM's linear-beta chain respaced to ``steps`` (as the official code), capped at the
-    prior's ``sigma_max``; start ``sqrt(1 + sigma_0^2) n`` (the VP chain's ``N(0, I)``).
-    ``"karras"``: EDM's schedule over ``[sigma_min, sigma_max]`` (``sigma_min`` defaults to the prior's);
-    start ``sigma_0 n``. The last step denoises at ``sigma_min``, so a larger ``sigma_min`` ends on a
-    Tweedie estimate (a conditional mean) rather than on a near-noiseless sample.
-    """
-    if schedule == "vp":
-        sig = vp_chain_sigmas(steps, sigma_max=getattr(prior, "sigma_max", None))
-        return sig.tolist(), math.sqrt(1 + float(sig[0]) ** 2)
-    lo = getattr(prior, "sigma_min", 0.002) if sigma_min is None else sigma_min
-    hi = getattr(prior, "sigma_max", 80.0)
-    sig = karras_sigmas(steps, lo, hi)
-    return sig.tolist(), float(sig[0])
+def _states_zero_noise(op) -> bool:
+    """Whether ``op`` states a measurement noise of exactly zero (``noise_std``, or its deepinv noise model)."""
+    s = getattr(op, "noise_std", None)
+    if s is None:
+        model = getattr(op, "noise_model", None)
+        if isinstance(model, dinv.physics.ZeroNoise):
+            return True
+        s = getattr(model, "sigma", None)
+    return s is not None and bool((torch.as_tensor(s) == 0).all())
 
 
-class DDS(_SliceWise, Solver):
+def _from_config(name: str) -> property:
+    return property(lambda self: getattr(self.config, name), doc=f"``config.{name}`` (read-only).")
+
+
+class DDSLoop(Solver):
+    """A solver that runs the DDS loop with its :class:`DDSConfig` ``config`` (DDS, DiffusionMBIR)."""
+
+    config: DDSConfig
+    steps = _from_config("steps")
+    eta = _from_config("eta")
+    gamma = _from_config("gamma")
+    schedule = _from_config("schedule")
+    lambda_ = _from_config("lambda_")
+    noise_std = _from_config("noise_std")
+    tail_average = _from_config("tail_average")
+    clip_x0 = _from_config("clip_x0")
+
+    def dds_loop(self, y: Tensor, op, admm: ADMMTVz, generator: torch.Generator, progress: bool,
+                 callback: Callable[[dict], None] | None, desc: str = "DDS") -> Tensor:
+        """The DDS sampling loop, one network call per step (per slice on volumes).
+
+        The data update minimises ``1/2 |A x - y|^2 + |x - x0_hat|^2 / (2 gamma_t) [+ lam |D_z x|_1]``
+        (``admm`` carries the TV state); ``tail_average = k > 1`` returns the mean of the
+        data-consistent estimates ``x0'`` of the last ``k`` steps instead of the last one.
+        """
+        cfg = self.config
+        sigmas, start = cfg.sigmas(self.prior)
+        gamma_of = cfg.gamma_of(op, type(self).__name__)
+        clip = getattr(self.prior, "data_range", None) if cfg.clip_x0 else None
+        img_size = getattr(op, "img_size", None)
+        shape = (y.shape[0], *img_size) if img_size is not None else tuple(op.A_adjoint(y).shape)
+        dt = torch.float64
+        AtA, ATy = normal_operator(op, y.dtype), op.A_adjoint(y).to(dt)
+        c_noise, c_eps = cfg.eta, math.sqrt(max(1.0 - cfg.eta * cfg.eta, 0.0))
+        x = start * torch.randn(shape, generator=generator, device=y.device, dtype=dt)
+        steps, k_avg = cfg.steps, cfg.tail_average
+        acc = torch.zeros_like(x)
+        for i in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
+            sigma, sigma_next = sigmas[i], sigmas[i + 1]
+            # 1. Tweedie estimate and the network's noise estimate
+            x0_hat = self.denoise(x, sigma)
+            if clip is not None:
+                x0_hat = x0_hat.clamp(*clip)
+            eps_hat = (x - x0_hat) / sigma
+            # 2. data consistency started at x0_hat: CG on (A^T A + I/gamma [+ rho D_z^T D_z]) x = ...
+            g = float(gamma_of(sigma))
+            inv_gamma = 0.0 if math.isinf(g) else 1.0 / g
+            M = (lambda v, c=inv_gamma: AtA(v) + c * v) if inv_gamma > 0 else AtA
+            b = ATy + inv_gamma * x0_hat if inv_gamma > 0 else ATy
+            x0_dc = admm.step(x0_hat, M, b)
+            if i >= steps - k_avg:
+                acc += x0_dc
+            # 3. DDIM step to sigma_next with the corrected estimate
+            if sigma_next > 0:
+                z = torch.randn(shape, generator=generator, device=y.device, dtype=dt)
+                x = x0_dc + sigma_next * (c_noise * z + c_eps * eps_hat)
+            else:
+                x = x0_dc
+            self.check_iterate("x", x, i)
+            if callback is not None:
+                callback({"step": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "x0_hat": x0_hat,
+                          "x0_dc": x0_dc})
+        if k_avg > 1:
+            x = acc / k_avg
+        return x.to(y.dtype)
+
+
+class DDS(DDSLoop):
     r"""Decomposed Diffusion Sampler: DDIM with conjugate-gradient data consistency on the Tweedie estimate.
 
     One step from ``sigma`` to ``sigma'``::
@@ -182,27 +207,34 @@ class DDS(_SliceWise, Solver):
     official 3D solver has no ``I/gamma`` term). The official code uses 5 CG iterations; its
     ablation found more iterations worse (they pull ``x0'`` off the data manifold).
 
+    Defaults: an argument left at ``None`` takes the tuned preset
+    (:func:`invdiff.solvers.presets.preset` ``("dds")``, tuned on 16-view CT; ``benchmarks/TUNING.md``):
+    ``steps=100, schedule="karras", eta=0.85, lambda_=1.0, cg_iters=20, tail_average=0.2``. Passing
+    ``gamma`` without ``lambda_`` switches the preset's ``lambda_`` off (the two set the same data
+    weight). The official settings are ``DDS(prior, **invdiff.solvers.presets.PAPER["dds"])``;
+    :meth:`settings` returns the resolved values.
+
     Parameters
     ----------
     prior : deepinv.models.Denoiser
         A 2D denoiser ``D(x, sigma)``. Volumes ``(B, C, D, H, W)`` are denoised slice by slice through
         :class:`invdiff.priors.SliceDenoiser` (``chunk`` slices per network call).
-    steps : int
-        DDIM steps = network calls per slice (official: 50-100).
-    eta : float
-        Stochasticity in [0, 1] (official 0.85).
-    cg_iters : int
-        CG iterations of the data-consistency step (official 5).
-    gamma : float
+    steps : int, optional
+        DDIM steps = network calls per slice (official: 50-100; preset 100).
+    eta : float, optional
+        Stochasticity in [0, 1] (official and preset 0.85).
+    cg_iters : int, optional
+        CG iterations of the data-consistency step (official 5, preset 20).
+    gamma : float, optional
         Weight of the data term against proximity to the Tweedie estimate; ``inf`` drops the proximity
-        term. It is in the units of ``A^T A`` (see :mod:`invdiff.bench.mbir3d` for the value tuned on
+        term; unused while ``lambda_`` is set (the preset sets it). It is in the units of ``A^T A`` (see :mod:`invdiff.bench.mbir3d` for the value tuned on
         invdiff's CT operator).
     tv_weight : float
         ``lambda`` of TV along z on volumes (0: off; ignored on 2D images).
     rho : float
         ADMM penalty of the TV split (used only when ``tv_weight > 0``).
-    schedule : {"vp", "karras"}
-        Noise levels (see :func:`dds_sigmas`).
+    schedule : {"vp", "karras"}, optional
+        Noise levels (see :meth:`DDSConfig.sigmas`; official ``"vp"``, preset ``"karras"``).
     clip_x0 : bool
         Clip ``x0_hat`` to the prior's ``data_range`` before the data step (the official code does not).
     chunk : int
@@ -216,11 +248,12 @@ class DDS(_SliceWise, Solver):
         ``|A x - y|^2 / (2 sigma_y^2)`` against a Gaussian of variance ``sigma_t^2 / lambda_`` around
         ``x0_hat``), so the data pull is weak at high noise and strong at the end. ``sigma_y`` is
         ``noise_std`` or the operator's. Use enough ``cg_iters`` (about 20) to solve this proximal
-        problem rather than stop early.
+        problem rather than stop early. Preset 1.0. On an operator that states zero noise the
+        proximal weight is its noiseless limit ``gamma_t = inf``.
     noise_std : float, optional
         ``sigma_y`` for ``lambda_``; defaults to ``op.noise_std`` (or ``op.noise_model.sigma``).
-    tail_average : int or float
-        Not in the DDS paper (an invdiff option, off by default). With ``eta`` near 1 the low-noise
+    tail_average : int or float, optional
+        Not in the DDS paper (an invdiff option; preset 0.2, ``1`` is the paper's output). With ``eta`` near 1 the low-noise
         end of the chain re-draws fresh noise at every step, so the estimates ``x0'`` of the last
         steps behave like correlated draws around the posterior; averaging the last ``k`` of them (an
         ergodic, MCMC-style average) moves the output from one sample towards the posterior mean,
@@ -229,43 +262,37 @@ class DDS(_SliceWise, Solver):
 
     Example
     -------
-    >>> solver = DDS(prior, steps=100, cg_iters=5, gamma=1.0)  # doctest: +SKIP
+    >>> solver = DDS(prior)  # the tuned preset  # doctest: +SKIP
     >>> r = solver.reconstruct(y, op, seed=0)  # doctest: +SKIP
+    >>> DDS(prior, steps=50, cg_iters=5, gamma=1.0).settings()["lambda_"] is None  # doctest: +SKIP
+    True
     """
 
-    def __init__(self, prior, steps: int = 100, eta: float = 0.85, cg_iters: int = 5, gamma: float = 1.0,
-                 tv_weight: float = 0.0, rho: float = 10.0, schedule: str = "vp", clip_x0: bool = False,
-                 chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
-                 noise_std: float | None = None, tail_average: int | float = 1, device: str | torch.device = "cpu"):
+    def __init__(self, prior, steps: int | None = None, eta: float | None = None, cg_iters: int | None = None,
+                 gamma: float | None = None, tv_weight: float = 0.0, rho: float = 10.0, schedule: str | None = None,
+                 clip_x0: bool = False, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
+                 noise_std: float | None = None, tail_average: int | float | None = None,
+                 device: str | torch.device = "cpu"):
         super().__init__(check_prior(prior), device=device)
-        self.steps = check_positive_int("steps", steps)
-        self.eta = check_positive_float("eta", eta, allow_zero=True)
-        if self.eta > 1:
-            raise ValueError(f"eta: expected a number in [0, 1], got {eta!r}")
-        self.cg_iters = check_positive_int("cg_iters", cg_iters, minimum=0)
-        self.tv_weight, self.rho, self.gamma = check_tv_args(tv_weight, rho, gamma)
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
-        self.schedule = schedule
-        self.clip_x0 = bool(clip_x0)
+        kw = resolve("dds", dict(steps=steps, eta=eta, cg_iters=cg_iters, schedule=schedule, lambda_=lambda_,
+                                 tail_average=tail_average))
+        if gamma is not None and lambda_ is None:  # an explicit constant data weight replaces the preset's lambda_
+            kw["lambda_"] = None
+        self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], sigma_min, kw["lambda_"], noise_std,
+                                kw["tail_average"], clip_x0)
+        self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
+        self.tv_weight = check_positive_float("tv_weight", tv_weight, allow_zero=True)
+        self.rho = check_positive_float("rho", rho)
         self.chunk = check_positive_int("chunk", chunk)
-        self.sigma_min = None if sigma_min is None else check_positive_float("sigma_min", sigma_min)
-        self.lambda_ = None if lambda_ is None else check_positive_float("lambda_", lambda_)
-        self.noise_std = None if noise_std is None else check_positive_float("noise_std", noise_std)
-        self.tail_average = tail_count(tail_average, self.steps)
-        if self.sigma_min is not None and schedule != "karras":
-            raise ValueError(f"sigma_min: only the 'karras' schedule takes it, got schedule={schedule!r}")
+
+    @property
+    def sigma_min(self) -> float | None:
+        """``config.sigma_min``: last noise level of the ``"karras"`` schedule (``None``: the prior's)."""
+        return self.config.sigma_min
 
     def _sample(self, y: Tensor, op, generator: torch.Generator, progress: bool,
                 callback: Callable[[dict], None] | None) -> Tensor:
-        sigmas, start = dds_sigmas(self.prior, self.steps, self.schedule, self.sigma_min)
         img_size = getattr(op, "img_size", None)
         volume = (len(img_size) == 4) if img_size is not None else (op.A_adjoint(y).ndim == 5)
         admm = ADMMTVz(self.tv_weight if volume else 0.0, self.rho, self.cg_iters)
-        clip = getattr(self.prior, "data_range", None) if self.clip_x0 else None
-        gamma = self.gamma
-        if self.lambda_ is not None:
-            s2 = measurement_noise_std(op, self.noise_std, "DDS") ** 2
-            gamma = lambda sigma, c=self.lambda_ * s2: sigma * sigma / c  # noqa: E731
-        return dds_loop(self, y, op, sigmas, start, self.eta, admm, gamma, generator, progress, callback,
-                        clip=clip, tail_average=self.tail_average)
+        return self.dds_loop(y, op, admm, generator, progress, callback)

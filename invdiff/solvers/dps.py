@@ -20,12 +20,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.base import Solver, check_positive_float, check_positive_int, check_prior
-from invdiff.solvers.schedules import vp_chain_sigmas
-from invdiff.utils import append_dims
+from invdiff.solvers.base import VPChainSolver
+from invdiff.solvers.presets import resolve
+from invdiff.validate import check_positive_float
 
 
-class DPS(Solver):
+class DPS(VPChainSolver):
     r"""Diffusion Posterior Sampling: ancestral DDPM steps plus a likelihood gradient through the denoiser.
 
     One step from ``sigma = sigma_t`` to ``sigma' = sigma_{t-1}`` (``r = sigma'^2 / sigma^2``)::
@@ -57,10 +57,11 @@ class DPS(Solver):
     prior : deepinv.models.Denoiser
         ``D(x, sigma) = E[x0 | x0 + sigma n]``. Its ``sigma_max`` caps the chain and its
         ``data_range`` is used to clip ``x0_hat`` (when ``clip_x0``).
-    steps : int
-        Number of ancestral steps (one network call and one backward pass each). Official: 1000.
-    step_size : float
-        ``zeta``. Official configurations: 1.0 (the code's default, phase retrieval), 0.3 for
+    steps : int, optional
+        Number of ancestral steps (one network call and one backward pass each). Official and preset: 1000.
+    step_size : float, optional
+        ``zeta``; preset 0.1 (tuned on 16-view CT, :func:`invdiff.solvers.presets.preset` ``("dps")``).
+        Official configurations: 1.0 (the code's default, phase retrieval), 0.3 for
         super-resolution and deblurring, 0.5 for inpainting, all for images in [-1, 1]; for data in
         [0, 1] the same residual has half the size, so larger values can be needed. Too large a value
         makes the iterate blow up, which is reported as a ``FloatingPointError`` naming the step.
@@ -78,22 +79,12 @@ class DPS(Solver):
     >>> r.mean.shape, r.std.shape, r.nfe  # doctest: +SKIP
     """
 
-    def __init__(self, prior, steps: int = 1000, step_size: float = 1.0, clip_x0: bool = True, T: int = 1000,
-                 beta_start: float = 1e-4, beta_end: float = 0.02, device: str | torch.device = "cpu"):
-        super().__init__(check_prior(prior), device=device)
-        self.steps = check_positive_int("steps", steps)
-        self.step_size = check_positive_float("step_size", step_size, allow_zero=True)
+    def __init__(self, prior, steps: int | None = None, step_size: float | None = None, clip_x0: bool = True,
+                 T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, device: str | torch.device = "cpu"):
+        kw = resolve("dps", {"steps": steps, "step_size": step_size})
+        super().__init__(prior, kw["steps"], T, beta_start, beta_end, device=device)
+        self.step_size = check_positive_float("step_size", kw["step_size"], allow_zero=True)
         self.clip_x0 = bool(clip_x0)
-        self.T = check_positive_int("T", T, minimum=2)
-        self.beta_start = check_positive_float("beta_start", beta_start)
-        self.beta_end = check_positive_float("beta_end", beta_end)
-        if not (self.beta_start < self.beta_end < 1):
-            raise ValueError(f"beta_start, beta_end: expected 0 < beta_start < beta_end < 1, got {beta_start!r}, {beta_end!r}")
-
-    def sigmas(self) -> Tensor:
-        """The ``steps + 1`` noise levels of the chain (float64), ending in 0."""
-        return vp_chain_sigmas(self.steps, self.T, self.beta_start, self.beta_end,
-                               sigma_max=getattr(self.prior, "sigma_max", None))
 
     def _sample(self, y: Tensor, op, generator: torch.Generator, progress: bool,
                 callback: Callable[[dict], None] | None) -> Tensor:
@@ -108,7 +99,7 @@ class DPS(Solver):
             with torch.enable_grad():
                 x_in = x.to(torch.float32).requires_grad_(True)
                 # 1. Tweedie estimate
-                x0_hat = self.denoise(x_in, sigma)
+                x0_hat = self.denoise(x_in, sigma, grad=True)
                 if data_range is not None:
                     x0_hat = x0_hat.clamp(*data_range)
                 # 2. likelihood gradient: grad_x sum_b ||y_b - A x0_hat_b||

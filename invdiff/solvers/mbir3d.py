@@ -14,7 +14,7 @@ iterate with ``cg_iters`` (official: 1) CG iterations. Two network calls per sli
 uses 2000 steps (4000 calls per slice), far beyond a CPU, so the default here is 200.
 
 ``mode="dds"`` (fast, after DDS, Chung et al. ICLR 2024): DDIM with the ADMM-TV_z step applied to the
-Tweedie estimate (:func:`invdiff.solvers.dds.dds_loop`), one network call per slice and step
+Tweedie estimate (:meth:`invdiff.solvers.dds.DDSLoop.dds_loop`), one network call per slice and step
 (50-100 steps).
 """
 
@@ -27,11 +27,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.base import Solver, check_positive_float, check_positive_int, check_prior
-from invdiff.solvers.dds import (SCHEDULES, _SliceWise, check_tv_args, dds_loop, dds_sigmas, normal_operator,
-                                 tail_count)
+from invdiff.solvers.base import sigma_range
+from invdiff.solvers.dds import DDSConfig, DDSLoop, normal_operator
+from invdiff.solvers.presets import PAPER, fill, preset
 from invdiff.solvers.tv_z import ADMMTVz
-from invdiff.utils import measurement_noise_std
+from invdiff.validate import check_choice, check_positive_float, check_positive_int, check_prior
 
 MODES = ("pc", "dds")
 
@@ -43,7 +43,7 @@ def ve_sigmas(steps: int, sigma_min: float, sigma_max: float) -> Tensor:
     return torch.cat([sig, sig.new_zeros(1)])
 
 
-class DiffusionMBIR(_SliceWise, Solver):
+class DiffusionMBIR(DDSLoop):
     r"""Slice-wise 2D diffusion prior plus ADMM total variation along z, for volumes ``(B, C, D, H, W)``.
 
     ``mode="pc"``, one step from ``sigma`` to ``sigma'`` (``score(x, s) = (D(x, s) - x) / s^2``)::
@@ -78,32 +78,38 @@ class DiffusionMBIR(_SliceWise, Solver):
     ``cg_iters`` CG iterations on the data term alone (``rho`` unused), i.e. plain slice-wise
     reconstruction with the same data consistency.
 
+    Defaults: an argument left at ``None`` takes the tuned preset (:func:`invdiff.solvers.presets.preset`
+    ``("mbir")``, tuned on a 3D CT tuning volume): ``mode="dds", steps=50, tv_weight=0.2, rho=10,
+    gamma=inf, cg_iters=5, eta=0.85``. With ``mode="pc"`` given, the paper's settings fill in instead
+    (``presets.PAPER["mbir"]``: ``steps=200, tv_weight=0.04, rho=10, cg_iters=1``).
+
     Parameters
     ----------
     prior2d : deepinv.models.Denoiser
         A 2D denoiser ``D(x, sigma)`` (or an :class:`invdiff.priors.SliceDenoiser` around one).
-    steps : int
+    steps : int, optional
         Diffusion steps. ``pc``: the paper uses 2000 (two network calls per slice each), default 200;
-        ``dds``: 50-100.
-    tv_weight : float
+        ``dds``: 50-100 (preset 50).
+    tv_weight : float, optional
         ``lambda``, weight of ``|D_z x|_1``. The official CT value is 0.04 with ``rho = 10`` for images
         in [0, 1] and a projector whose ``|A^T A|`` is about 400 (256 x 256, 8 views); the defaults here
         were tuned on invdiff's CT operator (see :mod:`invdiff.bench.mbir3d`).
-    rho : float
+    rho : float, optional
         ADMM penalty.
-    mode : {"pc", "dds"}
-        Sampler (see above).
+    mode : {"pc", "dds"}, optional
+        Sampler (see above); preset ``"dds"``.
     snr : float
         Langevin corrector's signal-to-noise ratio (``pc``; official 0.16).
     cg_iters : int, optional
-        CG iterations per ADMM x-update: default 1 for ``pc`` (official), 5 for ``dds`` (official DDS).
+        CG iterations per ADMM x-update: default 1 for ``pc`` (official), 5 for ``dds`` (official DDS, preset).
     eta, gamma, schedule, lambda_, noise_std, tail_average
         DDIM stochasticity, data-term weight, noise schedule, noise-aware proximal weight
         ``gamma_t = sigma_t^2 / (lambda_ sigma_y^2)`` and tail average of ``mode="dds"`` (see
         :class:`DDS`). With ``lambda_`` the x-update keeps ``x0_hat`` in the null space of ``A``
         (``|x - x0_hat|^2 / (2 gamma_t)``) instead of letting the TV state ``z - u`` replace it there.
     sigma_min, sigma_max : float, optional
-        Noise range of ``mode="pc"`` (default: the prior's).
+        Noise range of ``mode="pc"`` (default: the prior's, else :data:`invdiff.solvers.presets.SIGMA_MIN`
+        and ``SIGMA_MAX``).
     chunk : int
         Slices per network call.
 
@@ -114,37 +120,30 @@ class DiffusionMBIR(_SliceWise, Solver):
     >>> volume = solver(op(x), op)  # doctest: +SKIP
     """
 
-    def __init__(self, prior2d, steps: int = 200, tv_weight: float = 0.04, rho: float = 10.0, mode: str = "pc",
-                 snr: float = 0.16, cg_iters: int | None = None, eta: float = 0.85, gamma: float = math.inf,
-                 schedule: str = "vp", sigma_min: float | None = None, sigma_max: float | None = None,
-                 chunk: int = 16, lambda_: float | None = None, noise_std: float | None = None,
-                 tail_average: int | float = 1, device: str | torch.device = "cpu"):
+    def __init__(self, prior2d, steps: int | None = None, tv_weight: float | None = None, rho: float | None = None,
+                 mode: str | None = None, snr: float = 0.16, cg_iters: int | None = None, eta: float | None = None,
+                 gamma: float | None = None, schedule: str = "vp", sigma_min: float | None = None,
+                 sigma_max: float | None = None, chunk: int = 16, lambda_: float | None = None,
+                 noise_std: float | None = None, tail_average: int | float = 1, device: str | torch.device = "cpu"):
         super().__init__(check_prior(prior2d), device=device)
-        if mode not in MODES:
-            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-        self.mode = mode
-        self.steps = check_positive_int("steps", steps)
-        self.tv_weight, self.rho, self.gamma = check_tv_args(tv_weight, rho, gamma)
+        tuned = preset("mbir").params
+        self.mode = mode = check_choice("mode", tuned["mode"] if mode is None else mode, MODES)
+        # mode="dds": the tuned preset; mode="pc": the paper's settings (eta, gamma from the preset, unused there)
+        values = tuned if mode == "dds" else {**tuned, **PAPER["mbir"]}
+        kw = fill(dict(steps=steps, tv_weight=tv_weight, rho=rho, cg_iters=cg_iters, eta=eta, gamma=gamma), values)
+        # the DDS settings (eta, gamma, schedule, lambda_, ...) are checked in every mode; mode="dds" uses them
+        self.config = DDSConfig(kw["steps"], kw["eta"], kw["gamma"], schedule, None, lambda_, noise_std, tail_average)
+        if (self.lambda_ is not None or self.tail_average > 1) and mode != "dds":
+            raise ValueError(f"lambda_, tail_average: only mode='dds' takes them, got mode={mode!r}")
+        self.tv_weight = check_positive_float("tv_weight", kw["tv_weight"], allow_zero=True)
+        self.rho = check_positive_float("rho", kw["rho"])
         self.snr = check_positive_float("snr", snr, allow_zero=True)
-        default_cg = 1 if mode == "pc" else 5
-        self.cg_iters = check_positive_int("cg_iters", default_cg if cg_iters is None else cg_iters, minimum=0)
-        self.eta = check_positive_float("eta", eta, allow_zero=True)
-        if self.eta > 1:
-            raise ValueError(f"eta: expected a number in [0, 1], got {eta!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
-        self.schedule = schedule
-        lo = sigma_min if sigma_min is not None else getattr(prior2d, "sigma_min", 0.01)
-        hi = sigma_max if sigma_max is not None else getattr(prior2d, "sigma_max", 80.0)
+        self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
+        lo, hi = sigma_range(prior2d, sigma_min, sigma_max)
         self.sigma_min, self.sigma_max = check_positive_float("sigma_min", lo), check_positive_float("sigma_max", hi)
         if not self.sigma_min < self.sigma_max:
             raise ValueError(f"sigma_min, sigma_max: expected sigma_min < sigma_max, got {lo!r}, {hi!r}")
         self.chunk = check_positive_int("chunk", chunk)
-        self.lambda_ = None if lambda_ is None else check_positive_float("lambda_", lambda_)
-        self.noise_std = None if noise_std is None else check_positive_float("noise_std", noise_std)
-        self.tail_average = tail_count(tail_average, self.steps)
-        if (self.lambda_ is not None or self.tail_average > 1) and mode != "dds":
-            raise ValueError(f"lambda_, tail_average: only mode='dds' takes them, got mode={mode!r}")
 
     def _validate(self, y: Tensor, op) -> None:
         img_size = getattr(op, "img_size", None)
@@ -158,13 +157,7 @@ class DiffusionMBIR(_SliceWise, Solver):
                 callback: Callable[[dict], None] | None) -> Tensor:
         admm = ADMMTVz(self.tv_weight, self.rho, self.cg_iters)
         if self.mode == "dds":
-            sigmas, start = dds_sigmas(self.prior, self.steps, self.schedule)
-            gamma = self.gamma
-            if self.lambda_ is not None:  # noise-aware proximal weight, as DDS(lambda_=...)
-                s2 = measurement_noise_std(op, self.noise_std, "DiffusionMBIR") ** 2
-                gamma = lambda sigma, c=self.lambda_ * s2: sigma * sigma / c  # noqa: E731
-            return dds_loop(self, y, op, sigmas, start, self.eta, admm, gamma, generator, progress, callback,
-                            desc="DiffusionMBIR-DDS", tail_average=self.tail_average)
+            return self.dds_loop(y, op, admm, generator, progress, callback, desc="DiffusionMBIR-DDS")
         return self._pc_loop(y, op, admm, generator, progress, callback)
 
     def _pc_loop(self, y: Tensor, op, admm: ADMMTVz, generator: torch.Generator, progress: bool,

@@ -16,11 +16,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.base import Solver, check_positive_float, check_positive_int, check_prior
-from invdiff.solvers.schedules import vp_chain_sigmas
+from invdiff.solvers.base import VPChainSolver
+from invdiff.solvers.presets import resolve
+from invdiff.validate import check_positive_float
 
 
-class REDDiff(Solver):
+class REDDiff(VPChainSolver):
     r"""RED-Diff: fit ``mu`` by Adam to the data term plus the denoiser's stop-gradient regulariser.
 
     One step at noise level ``sigma_t`` (descending over the VP chain respaced to ``steps``)::
@@ -49,12 +50,13 @@ class REDDiff(Solver):
     ----------
     prior : deepinv.models.Denoiser
         ``D(x, sigma)``; its ``sigma_max`` caps the chain.
-    steps : int
-        Number of Adam steps (one network call each, no backward pass through the network).
-    lr : float
-        Adam learning rate (the paper uses 0.1-0.5 on [-1, 1] images).
-    lam : float
-        ``lambda``, the regulariser's weight (official default 0.25).
+    steps : int, optional
+        Number of Adam steps (one network call each, no backward pass through the network); preset 1000.
+    lr : float, optional
+        Adam learning rate (the paper uses 0.1-0.5 on [-1, 1] images); preset 0.1 (tuned on 16-view CT,
+        :func:`invdiff.solvers.presets.preset` ``("reddiff")``).
+    lam : float, optional
+        ``lambda``, the regulariser's weight (official default and preset 0.25).
     noise_std : float, optional
         Measurement noise ``sigma_y``; see above. ``None`` follows the official code.
     T, beta_start, beta_end : int, float, float
@@ -72,23 +74,14 @@ class REDDiff(Solver):
     >>> x_hat = solver(y, op)  # doctest: +SKIP
     """
 
-    def __init__(self, prior, steps: int = 1000, lr: float = 0.25, lam: float = 0.25, noise_std: float | None = None,
-                 T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, device: str | torch.device = "cpu"):
-        super().__init__(check_prior(prior), device=device)
-        self.steps = check_positive_int("steps", steps)
-        self.lr = check_positive_float("lr", lr)
-        self.lam = check_positive_float("lam", lam, allow_zero=True)
+    def __init__(self, prior, steps: int | None = None, lr: float | None = None, lam: float | None = None,
+                 noise_std: float | None = None, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 device: str | torch.device = "cpu"):
+        kw = resolve("reddiff", {"steps": steps, "lr": lr, "lam": lam})
+        super().__init__(prior, kw["steps"], T, beta_start, beta_end, device=device)
+        self.lr = check_positive_float("lr", kw["lr"])
+        self.lam = check_positive_float("lam", kw["lam"], allow_zero=True)
         self.noise_std = None if noise_std is None else check_positive_float("noise_std", noise_std)
-        self.T = check_positive_int("T", T, minimum=2)
-        self.beta_start = check_positive_float("beta_start", beta_start)
-        self.beta_end = check_positive_float("beta_end", beta_end)
-        if not (self.beta_start < self.beta_end < 1):
-            raise ValueError(f"beta_start, beta_end: expected 0 < beta_start < beta_end < 1, got {beta_start!r}, {beta_end!r}")
-
-    def sigmas(self) -> Tensor:
-        """The ``steps`` noise levels visited (float64, descending), then 0."""
-        return vp_chain_sigmas(self.steps, self.T, self.beta_start, self.beta_end,
-                               sigma_max=getattr(self.prior, "sigma_max", None))
 
     def _sample(self, y: Tensor, op, generator: torch.Generator, progress: bool,
                 callback: Callable[[dict], None] | None) -> Tensor:

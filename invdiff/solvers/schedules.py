@@ -12,8 +12,10 @@ import math
 import torch
 from torch import Tensor
 
+from invdiff.solvers.presets import SIGMA_MAX, SIGMA_MIN
 
-def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+
+def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = 7.0,
                   dtype: torch.dtype = torch.float64) -> Tensor:
     """EDM schedule ``sigma_i = (s_max^(1/rho) + i/(n-1) (s_min^(1/rho) - s_max^(1/rho)))^rho``, then 0.
 

@@ -32,7 +32,7 @@ import torch
 
 import invdiff
 from invdiff import data, metrics, operators, priors, solvers
-from invdiff.bench.methods import hparams
+from invdiff.solvers.presets import preset
 
 torch.manual_seed(0)  # the global generator (op(x) draws its noise from it)
 FAST = os.environ.get("INVDIFF_FAST") == "1"
@@ -128,15 +128,16 @@ print("data range", prior.data_range, " sigma range", (prior.sigma_min, prior.si
 # started at `x0_hat`. No gradient flows through the network, so a step costs one network call,
 # and the CG step uses the exact operator, which is why DDS needs few steps.
 #
-# Its hyperparameters are the ones `invdiff bench` tuned on separate tuning phantoms
-# (`invdiff.bench.methods.hparams`), the same for both operators.
+# `solvers.DDS(prior)` runs with its preset (`invdiff.solvers.presets`), tuned on 16-view CT of separate
+# tuning phantoms; the benchmark and the command line use the same preset. Any argument given
+# explicitly (here `steps`) overrides it; `settings()` shows what a solver runs with.
 
 # %%
-kw = hparams("dds", "ct")
-print("DDS settings:", kw)
+print(preset("dds").provenance)
+print("DDS settings:", solvers.DDS(prior, steps=STEPS).settings())
 dds = {}
 for name, op in ops.items():
-    r = solvers.DDS(prior, steps=STEPS, **kw).reconstruct(ys[name], op, seed=0, progress=False)
+    r = solvers.DDS(prior, steps=STEPS).reconstruct(ys[name], op, seed=0, progress=False)
     dds[name] = r
     print(f"DDS, {name}: {r.nfe} network calls, {r.seconds:.1f} s for {len(x)} images")
 
@@ -173,7 +174,7 @@ for name in ops:
 op, y = ops["sparse-view (16 views / 180 deg)"], ys["sparse-view (16 views / 180 deg)"]
 sweep = (5, 10, 20) if FAST else (10, 25, 50, 100)
 for steps in sweep:
-    r = solvers.DDS(prior, steps=steps, **kw).reconstruct(y, op, seed=0, progress=False)
+    r = solvers.DDS(prior, steps=steps).reconstruct(y, op, seed=0, progress=False)
     print(f"{steps:4d} steps: PSNR {metrics.psnr(r.mean, x, data_range=1.0).mean():6.2f} dB, {r.seconds:6.1f} s")
 
 # %% [markdown]

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from invdiff import data, metrics, operators, priors, solvers
-from invdiff.bench.methods import hparams
 
 torch.manual_seed(0)  # the global generator (op(x) draws its noise from it)
 FAST = os.environ.get("INVDIFF_FAST") == "1"
@@ -72,19 +71,22 @@ show([x[0, 0], ys["inpaint"][0, 0], ys["deblur"][0, 0], F.interpolate(ys["sr"], 
 # %% [markdown]
 # ## Diffusion solvers
 #
-# `solvers.DPS(prior, steps, step_size)` and `solvers.DDS(prior, steps, ...)`, with the settings that
-# `invdiff bench` tuned for each task on separate tuning phantoms. Both return a `Reconstruction`
-# with `mean`, `samples`, `std`, `nfe` (network calls) and `seconds`.
+# `solvers.DPS(prior, steps, step_size)` and `solvers.DDS(prior, steps, ...)`, with their presets
+# (`invdiff.solvers.presets`): tuned on 16-view CT of separate tuning phantoms, not per task, and used
+# here as they are. Both return a `Reconstruction` with `mean`, `samples`, `std`, `nfe` (network
+# calls) and `seconds`; `settings()` shows the hyperparameters a solver runs with.
 
 # %%
 prior = priors.load("phantom-ct-64")
 recs = {}
 for task, op in ops.items():
-    for name, cls, key in [("DPS", solvers.DPS, "dps"), ("DDS", solvers.DDS, "dds")]:
-        kw = hparams(key, task)
-        r = cls(prior, steps=STEPS, **kw).reconstruct(ys[task], op, seed=0, progress=False)
+    for name, cls in [("DPS", solvers.DPS), ("DDS", solvers.DDS)]:
+        solver = cls(prior, steps=STEPS)
+        r = solver.reconstruct(ys[task], op, seed=0, progress=False)
         recs[task, name] = r
-        print(f"{task:8s} {name} {kw}: {r.nfe} network calls, {r.seconds:.1f} s")
+        print(f"{task:8s} {name}: {r.nfe} network calls, {r.seconds:.1f} s")
+for name, cls in [("DPS", solvers.DPS), ("DDS", solvers.DDS)]:
+    print(name, cls(prior, steps=STEPS).settings())
 
 # %%
 print(f"{'task':8s} {'pseudo-inverse':>15s} {'DPS':>13s} {'DDS':>13s}   (PSNR dB / SSIM)")
@@ -110,7 +112,7 @@ show(ims, titles, rows=3)
 # sampler whose ensemble is weighted towards the true posterior.)
 
 # %%
-r = solvers.DPS(prior, steps=STEPS, **hparams("dps", "inpaint")).reconstruct(
+r = solvers.DPS(prior, steps=STEPS).reconstruct(
     ys["inpaint"], ops["inpaint"], n_samples=N_SAMPLES, seed=1, progress=False)
 print("samples", tuple(r.samples.shape), f"{r.nfe} network calls (batched), {r.seconds:.1f} s")
 show([s[0, 0].clamp(0, 1) for s in r.samples] + [r.std[0, 0]],

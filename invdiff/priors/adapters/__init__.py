@@ -7,12 +7,13 @@ Each ``load_*`` function reads a local checkpoint safely (safetensors or
 to its downsampling factor, see :mod:`invdiff.priors.padding`). Nothing is downloaded.
 
 One module per role: ``vp`` and ``ve`` wrap discrete VP (epsilon / v / x0) and VE (score) networks;
-``adm``, ``ncsnpp`` (+ ``ncsnpp_net``) and ``diffusers`` build a family's network and load its
+``adm``, ``ncsnpp`` (+ ``ncsnpp_net``), ``diffusers`` and ``monai`` build a family's network and load its
 checkpoint; ``common`` holds what they share (config resolution, the network holder, input checks).
 """
 
 from invdiff.priors.adapters.adm import ADM_CONFIGS, ADMConfig, ADMUNet, load_adm
 from invdiff.priors.adapters.diffusers import load_diffusers
+from invdiff.priors.adapters.monai import load_monai, monai_alphas_cumprod
 from invdiff.priors.adapters.ncsnpp import load_ncsnpp
 from invdiff.priors.adapters.ve import VEScoreDenoiser
 from invdiff.priors.adapters.vp import VPEpsDenoiser, make_alphas_cumprod
@@ -25,6 +26,8 @@ __all__ = [
     "VPEpsDenoiser",
     "load_adm",
     "load_diffusers",
+    "load_monai",
     "load_ncsnpp",
     "make_alphas_cumprod",
+    "monai_alphas_cumprod",
 ]

@@ -16,6 +16,12 @@ guided-diffusion's ``create_model`` arguments, so that small test networks and o
 can be built, and its keys are exactly guided-diffusion's. ``tests/test_adapters.py`` checks that
 it reproduces ``DiffUNet`` at the FFHQ configuration, key for key and output for output.
 
+A state dict saved from ``DiffUNet`` (``torch.save(model.state_dict())``, the checkpoint deepinv
+users hold) loads too: its two schedule buffers ``sqrt_alphas_cumprod = sqrt(ab_t)`` and
+``sqrt_1m_alphas_cumprod = sqrt(1 - ab_t)`` are checked against the loader's schedule (same length,
+within ``SCHEDULE_BUFFER_ATOL``: DiffUNet computes them in float32) and then dropped; the denoiser
+uses its own float64 ``ab_t``. Buffers of another schedule are refused, naming the largest difference.
+
 The denoiser is :class:`~invdiff.priors.adapters.vp.VPEpsDenoiser`:
 ``D(x, sigma) = x - sigma * eps(x / sqrt(1 + sigma^2), t(sigma))``, at any image size (the input is
 reflect-padded to a multiple of the network's ``2^(len(channel_mult) - 1)`` and cropped back).
@@ -42,6 +48,10 @@ from torch import Tensor, nn
 from invdiff.priors.adapters.common import config_from_kwargs, resolve_config
 from invdiff.priors.adapters.vp import VPEpsDenoiser, make_alphas_cumprod
 from invdiff.priors.checkpoint import load_state_dict_strict, read_state_dict
+
+# deepinv DiffUNet's schedule buffers, name -> function of alpha_bar; float32 there: |error| < 2e-6
+DIFFUNET_BUFFERS = {"sqrt_alphas_cumprod": lambda ab: ab.sqrt(), "sqrt_1m_alphas_cumprod": lambda ab: (1 - ab).sqrt()}
+SCHEDULE_BUFFER_ATOL = 1e-5
 
 # guided-diffusion's default channel multipliers per image size (``channel_mult=""``)
 _DEFAULT_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
@@ -185,6 +195,33 @@ class ADMUNet(nn.Module):
         return self.out(h)
 
 
+def drop_schedule_buffers(state: dict[str, Tensor], alphas_cumprod: Tensor, source: str = "checkpoint"
+                          ) -> dict[str, Tensor]:
+    """``state`` without deepinv ``DiffUNet``'s schedule buffers, after checking them against ``alphas_cumprod``.
+
+    Each buffer present must have ``alphas_cumprod``'s length ``T`` and lie within
+    ``SCHEDULE_BUFFER_ATOL`` of ``sqrt(ab_t)`` / ``sqrt(1 - ab_t)``; otherwise a ``ValueError`` names the
+    buffer, the largest difference and its timestep, and the loader arguments that set the schedule.
+    """
+    out = dict(state)
+    for name, fn in DIFFUNET_BUFFERS.items():
+        if name not in out:
+            continue
+        buf = out.pop(name).detach().to("cpu", torch.float64).reshape(-1)
+        want = fn(alphas_cumprod.to(torch.float64))
+        if buf.shape != want.shape:
+            raise ValueError(f"{source}: schedule buffer {name!r} has {buf.numel()} timesteps, the schedule "
+                             f"(num_train_timesteps) has {want.numel()}; pass the checkpoint's num_train_timesteps")
+        err = (buf - want).abs()
+        if not bool(err.max() <= SCHEDULE_BUFFER_ATOL):  # also refuses NaN
+            t = int(err.nan_to_num(float("inf")).argmax())
+            raise ValueError(f"{source}: schedule buffer {name!r} disagrees with the schedule (linear betas "
+                             f"beta_start..beta_end, num_train_timesteps) by up to {float(err[t]):.3g} at timestep "
+                             f"{t} ({float(buf[t]):.6g} vs {float(want[t]):.6g}; tolerance {SCHEDULE_BUFFER_ATOL}); "
+                             "pass the beta_start, beta_end and num_train_timesteps the network was trained with")
+    return out
+
+
 def load_adm(path: str | os.PathLike, device: str | torch.device = "cpu", *, config: str | ADMConfig | None = None,
              timestep: str = "interp", data_range: tuple[float, float] = (-1.0, 1.0),
              beta_start: float = 1e-4, beta_end: float = 0.02, num_train_timesteps: int = 1000,
@@ -194,7 +231,9 @@ def load_adm(path: str | os.PathLike, device: str | torch.device = "cpu", *, con
     Parameters
     ----------
     path : path-like
-        ``.pt`` file (read with ``torch.load(weights_only=True)``) or ``.safetensors``.
+        ``.pt`` file (read with ``torch.load(weights_only=True)``) or ``.safetensors``: a guided-diffusion
+        state dict, or one saved from deepinv's ``DiffUNet`` (its schedule buffers are checked against
+        the schedule below, then dropped; see :func:`drop_schedule_buffers`).
     device : str or torch.device
         Where the network goes.
     config : {"ffhq256", "imagenet256"} or ADMConfig, optional
@@ -216,10 +255,10 @@ def load_adm(path: str | os.PathLike, device: str | torch.device = "cpu", *, con
         ``2^(len(channel_mult) - 1)`` (32 for the 256 models) around the network and cropped back.
     """
     cfg = resolve_config(config, ADM_CONFIGS, ADMConfig, net_kw)
-    state = read_state_dict(path)
+    ab = make_alphas_cumprod("linear", num_train_timesteps, beta_start, beta_end)
+    state = drop_schedule_buffers(read_state_dict(path), ab, source=str(path))
     net = ADMUNet(cfg)
     load_state_dict_strict(net, state, source=str(path))
-    ab = make_alphas_cumprod("linear", num_train_timesteps, beta_start, beta_end)
     D = VPEpsDenoiser(net, ab, data_range=data_range, prediction_type="epsilon", timestep=timestep,
                       name=os.path.basename(str(path)), pad_multiple=cfg.pad_multiple)
     return D.to(device).eval()

@@ -1,0 +1,15 @@
+"""Work spread over processes and machines.
+
+- :mod:`invdiff.distributed.ray_tasks`: the engine, one Ray task per item (a local Ray cluster
+  by default, or an existing one by its address), at most ``workers`` in flight, results as they
+  finish, retries of tasks whose worker died.
+- :mod:`invdiff.distributed.batch`: many scans on Ray, the work behind ``invdiff batch``
+  (one :func:`invdiff.recon.file.reconstruct_file` task per scan).
+
+Ray is an optional dependency (``pip install "invdiff[ray]"``); it is imported when used.
+"""
+
+from invdiff.distributed.batch import BatchResult, list_scans, output_path, run_batch
+from invdiff.distributed.ray_tasks import TaskFailure, ray_session, run_tasks
+
+__all__ = ["BatchResult", "TaskFailure", "list_scans", "output_path", "ray_session", "run_batch", "run_tasks"]

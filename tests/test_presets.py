@@ -1,0 +1,174 @@
+"""Solver presets (invdiff.solvers.presets): the class defaults are the tuned settings of benchmarks/TUNING.md,
+explicit arguments win, the benchmark reads the same presets, and the sigma defaults live in one place."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+
+import deepinv as dinv
+import pytest
+import torch
+
+from invdiff import priors, solvers
+from invdiff.bench.methods import HPARAMS, hparams
+from invdiff.bench.tasks import TASKS, measure, test_images
+from invdiff.priors import GaussianPrior
+from invdiff.solvers import presets
+from invdiff.solvers.presets import PAPER, PRESETS, SIGMA_MAX, SIGMA_MIN, preset
+from invdiff.solvers.schedules import karras_sigmas
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The tuned values as benchmarks/TUNING.md and invdiff/bench/mbir3d.py record them, written out by hand: the
+# class defaults must equal these, not merely whatever the presets module holds.
+RECORDED = {
+    "dds": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2},
+    "dps": {"step_size": 0.1},
+    "reddiff": {"lr": 0.1, "lam": 0.25},
+    "mbir": {"mode": "dds", "tv_weight": 0.2, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85},
+    "tv": {"weight": 0.0005},
+}
+
+
+@pytest.fixture(scope="module")
+def ct16():
+    """Two of the ct16 benchmark's held-out test images, its operator and measurement, the shipped prior."""
+    op = TASKS["ct16"].operator()
+    x = test_images(2)
+    return priors.load("phantom-ct-64"), op, x, measure(op, x, seed=0)
+
+
+def gauss_problem(size=8, noise_std=0.05):
+    prior = GaussianPrior(torch.full((1, size, size), 0.3), 0.3)
+    op = dinv.physics.Inpainting(img_size=(1, size, size), mask=0.5, rng=torch.Generator().manual_seed(0),
+                                 noise_model=dinv.physics.GaussianNoise(sigma=noise_std))
+    x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(1))
+    return prior, op, op.A(x)
+
+
+def test_dds_defaults_are_the_tuned_setting_on_ct16(ct16):
+    """DDS(prior) is DDS with the tuned values of benchmarks/TUNING.md (same result, bit for bit), and differs
+    from the paper's setting; 4 steps instead of 100 to stay fast."""
+    prior, op, x, y = ct16
+    tuned = {**RECORDED["dds"], "steps": 4}
+    a = solvers.DDS(prior, steps=4).reconstruct(y, op, seed=0, progress=False)
+    b = solvers.DDS(prior, **tuned).reconstruct(y, op, seed=0, progress=False)
+    assert torch.equal(a.mean, b.mean) and a.nfe == b.nfe == 4
+    c = solvers.DDS(prior, steps=4, **hparams("dds", "ct")).reconstruct(y, op, seed=0, progress=False)
+    assert torch.equal(a.mean, c.mean)  # the benchmark runs the same setting
+    paper = solvers.DDS(prior, **{**PAPER["dds"], "steps": 4}).reconstruct(y, op, seed=0, progress=False)
+    assert not torch.allclose(a.mean, paper.mean)
+
+
+@pytest.mark.parametrize("key", sorted(RECORDED))
+def test_class_defaults_are_the_recorded_tuned_values(key):
+    prior, _, _ = gauss_problem()
+    cls = solvers.get_solver(key)
+    s = cls(prior).settings() if cls.needs_prior else cls().settings()
+    expected = dict(RECORDED[key])
+    if key == "dds":  # tail_average is held as a step count: 20 % of the preset's 100 steps
+        expected["tail_average"] = round(expected["tail_average"] * s["steps"])
+    assert {k: s[k] for k in expected} == expected
+    assert preset(key).knobs() == {k: v for k, v in RECORDED[key].items() if k != "steps"}
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: (solvers.DPS(p, steps=5), solvers.DPS(p, steps=5, step_size=0.1)),
+    lambda p: (solvers.REDDiff(p, steps=5), solvers.REDDiff(p, steps=5, lr=0.1, lam=0.25)),
+    lambda p: (solvers.TV(iters=20), solvers.TV(weight=0.0005, iters=20)),
+], ids=["dps", "reddiff", "tv"])
+def test_default_run_equals_the_tuned_run(make):
+    prior, op, y = gauss_problem()
+    a, b = make(prior)
+    ra = a.reconstruct(y, op, seed=2, progress=False).mean
+    assert torch.equal(ra, b.reconstruct(y, op, seed=2, progress=False).mean)
+
+
+def test_explicit_arguments_win():
+    prior, _, _ = gauss_problem()
+    s = solvers.DDS(prior, steps=10, cg_iters=5, eta=0.5, schedule="vp", tail_average=1).settings()
+    assert (s["steps"], s["cg_iters"], s["eta"], s["schedule"], s["tail_average"], s["lambda_"]) == (
+        10, 5, 0.5, "vp", 1, 1.0)
+    # gamma without lambda_ chooses the constant data weight: the preset's lambda_ is dropped
+    s = solvers.DDS(prior, gamma=2.0).settings()
+    assert s["gamma"] == 2.0 and s["lambda_"] is None and s["schedule"] == "karras"
+    assert solvers.DDS(prior, gamma=2.0, lambda_=3.0).settings()["lambda_"] == 3.0
+    assert solvers.DPS(prior, step_size=0.7).settings()["step_size"] == 0.7
+    assert solvers.TV(weight=0.0).settings()["weight"] == 0.0  # zero is a value, not "unset"
+    # DiffusionMBIR: mode="pc" given, the paper's settings fill in (not the dds-mode preset)
+    s = solvers.DiffusionMBIR(prior, mode="pc").settings()
+    assert {k: s[k] for k in ("steps", "tv_weight", "rho", "cg_iters")} == {"steps": 200, "tv_weight": 0.04,
+                                                                             "rho": 10.0, "cg_iters": 1}
+    assert solvers.DiffusionMBIR(prior, mode="pc", tv_weight=0.5, cg_iters=3).settings()["tv_weight"] == 0.5
+
+
+@pytest.mark.parametrize("key", ["dds", "dps", "reddiff", "mbir", "tv"])
+def test_settings_round_trip(key):
+    """settings() names every constructor argument with a value the constructor takes back unchanged."""
+    prior, _, _ = gauss_problem()
+    cls = solvers.get_solver(key)
+    solver = cls(prior) if cls.needs_prior else cls()
+    s = solver.settings()
+    again = cls(prior, **s) if cls.needs_prior else cls(**s)
+    assert again.settings() == s
+
+
+def test_benchmark_reads_the_presets():
+    for key in ("dds", "dps", "reddiff", "mbir", "tv"):
+        assert HPARAMS[key] == {"default": preset(key).knobs()}
+        for group in ("ct", "mri", "inpaint", "deblur", "sr", "ct3d"):  # nothing was tuned per group
+            assert hparams(key, group) == preset(key).knobs() and preset(key, group) is preset(key)
+    assert HPARAMS["slicewise"]["default"] == {**preset("mbir").knobs(), "tv_weight": 0.0}
+    assert "steps" not in hparams("dds", "ct")  # the benchmark sets steps from its NFE
+
+
+def test_every_preset_states_its_provenance():
+    for key, entries in PRESETS.items():
+        assert "default" in entries
+        for task, p in entries.items():
+            assert (p.solver, p.task) == (key, task)
+            for text in (p.tuned_on, p.grid, p.measured):
+                assert isinstance(text, str) and len(text) > 10
+            for path in p.record.split(", "):
+                assert (ROOT / path).is_file(), path
+            assert p.tuned_on in p.provenance and p.record in p.provenance
+            names = inspect.signature(solvers.get_solver(key).__init__).parameters
+            assert set(p.params) <= set(names), (key, set(p.params) - set(names))
+        with pytest.raises(TypeError):
+            entries["default"].params["steps"] = 1  # read-only
+
+
+def test_preset_lookup_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"solver: no preset for 'smc'"):
+        preset("smc")
+    with pytest.raises(TypeError, match="task"):
+        preset("dds", task=16)
+
+
+class _NoRange(torch.nn.Module):
+    """A denoiser that states no noise range (no sigma_min / sigma_max attributes)."""
+
+    def forward(self, x, sigma):
+        s = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+        return x / (1 + s**2)
+
+
+def test_sigma_defaults_live_in_one_place():
+    """A prior without a noise range gets presets.SIGMA_MIN / SIGMA_MAX in every solver and schedule."""
+    assert (SIGMA_MIN, SIGMA_MAX) == (0.002, 80.0)
+    sig = karras_sigmas(5)
+    assert math.isclose(float(sig[0]), SIGMA_MAX) and math.isclose(float(sig[-2]), SIGMA_MIN)
+    D = _NoRange()
+    mbir = solvers.DiffusionMBIR(D)
+    assert (mbir.sigma_min, mbir.sigma_max) == (SIGMA_MIN, SIGMA_MAX)  # was 0.01 in mbir3d.py
+    smc = solvers.SMC(D, particles=2, steps=3)
+    assert (smc.sigma_min, smc.sigma_max) == (SIGMA_MIN, SIGMA_MAX)
+    op = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=0.5, rng=torch.Generator().manual_seed(0),
+                                 noise_model=dinv.physics.GaussianNoise(sigma=0.05))
+    levels = []
+    solvers.DDS(D, steps=4).reconstruct(op.A(torch.rand(1, 1, 8, 8)), op, progress=False,
+                                        callback=lambda d: levels.append(d["sigma"]))
+    assert math.isclose(levels[0], SIGMA_MAX) and math.isclose(levels[-1], SIGMA_MIN)
+    assert presets.fill({"a": None, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"a": 1, "b": 2, "c": 4}
