@@ -17,6 +17,7 @@ from invdiff.cli import main
 from invdiff.operators import coil_map_error
 from invdiff.operators.functional.fft import fft2c, from_complex, to_complex
 from invdiff.operators.functional.mri_masks import equispaced_mask
+from test_coils import true_maps as coil_maps_on_a_ring
 from invdiff.recon.kspace import (calibration_phase, estimate_noise_std, reconstruct_kspace, refine_phase,
                                   rss_zero_filled)
 
@@ -27,15 +28,7 @@ PHASE = (0.6, 0.3, -0.4)  # smooth image phase 0.6 x + 0.3 y^2 - 0.4 on [-1, 1]^
 
 
 def true_maps() -> torch.Tensor:
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H, dtype=torch.float64), torch.linspace(-1, 1, W, dtype=torch.float64),
-                            indexing="ij")
-    maps = []
-    for c in range(C):
-        a = 2 * math.pi * c / C
-        mag = torch.exp(-((xx - 1.3 * math.cos(a)) ** 2 + (yy - 1.3 * math.sin(a)) ** 2) / 1.5)
-        maps.append(mag * torch.exp(1j * (0.8 * (xx * math.cos(a + 1) + yy * math.sin(a + 1)) + a)))
-    S = torch.stack(maps)
-    return (S / (S.abs() ** 2).sum(0).sqrt()).to(torch.complex64)  # sum_c |S_c|^2 = 1: RSS = |x|
+    return coil_maps_on_a_ring(C, H, W)  # sum_c |S_c|^2 = 1: RSS = |x|
 
 
 def image_phase() -> torch.Tensor:

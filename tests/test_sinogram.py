@@ -16,6 +16,7 @@ from invdiff.cli import main
 from invdiff.data.sinogram import LODOPAB_SHAPE, lodopab_geometry, save_sinogram
 from invdiff.operators import CT
 from invdiff.recon.sinogram import reconstruct_sinogram
+from test_ct_astra_geometry import astra_sino as astra_projection
 
 PIXEL = 0.8  # mm
 
@@ -31,13 +32,7 @@ def geometry(n_views: int = 60, kind: str = "parallel"):
 
 
 def astra_sino(x: np.ndarray, proj, vol) -> np.ndarray:
-    pid = astra.create_projector("linear" if proj["type"] == "parallel" else "strip_fanflat", proj, vol)
-    try:
-        sid, sino = astra.create_sino(x, pid)
-        astra.data2d.delete(sid)
-    finally:
-        astra.projector.delete(pid)
-    return sino
+    return astra_projection(x, proj, vol, "linear" if proj["type"] == "parallel" else "strip")
 
 
 def write_with_h5py(path, sino, proj, vol, noise_std=None):

@@ -100,6 +100,7 @@ class TiledDenoiser(dinv.models.Denoiser):
         self.sigma_min = getattr(denoiser, "sigma_min", None)
         self.sigma_max = getattr(denoiser, "sigma_max", None)
         self.spatial_dims = getattr(denoiser, "spatial_dims", None)
+        self._cache: dict = {}  # (shape, device, dtype) -> tiles with weights there: built once, not every step
 
     def _sizes(self, k: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         patch = _check_sizes(self.patch, k, "patch", 1)
@@ -138,7 +139,10 @@ class TiledDenoiser(dinv.models.Denoiser):
         if x.ndim < 3:
             raise ValueError(f"x: expected (B, C, *spatial), got shape {tuple(x.shape)}")
         shape = tuple(x.shape[2:])
-        tiles = self.tiles(shape)
+        key = (shape, x.device, x.dtype)
+        if key not in self._cache:
+            self._cache[key] = [(box, w.to(device=x.device, dtype=x.dtype)) for box, w in self.tiles(shape)]
+        tiles = self._cache[key]
         if len(tiles) == 1:
             return self.denoiser(x, sigma, *args, **kwargs)
         B = x.shape[0]
@@ -150,5 +154,5 @@ class TiledDenoiser(dinv.models.Denoiser):
             xs = torch.cat([x[(..., *box)] for box, _ in group])
             ds = self.denoiser(xs, s.repeat(len(group)), *args, **kwargs)
             for j, (box, w) in enumerate(group):
-                out[(..., *box)] += w.to(device=x.device, dtype=x.dtype) * ds[j * B : (j + 1) * B]
+                out[(..., *box)] += w * ds[j * B : (j + 1) * B]
         return out
