@@ -84,3 +84,33 @@ def cg(apply_fn: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor | None = None
         p = r + append_dims(beta, p.ndim) * p
         rs = rs_new
     return x
+
+
+def cg_(apply_into: Callable[[Tensor, Tensor], None], x: Tensor, r: Tensor, p: Tensor, Mp: Tensor, iters: int,
+        dot: Callable[[Tensor, Tensor], Tensor] = _dot) -> Tensor:
+    """:func:`cg` in place, with no volume-sized temporaries: the low-memory form for large volumes.
+
+    ``x`` (the start, updated in place), ``r`` (on entry the residual ``b - M x``), ``p`` and ``Mp``
+    are caller-owned buffers shaped like ``x``; ``apply_into(v, out)`` writes ``M v`` into ``out``.
+    ``dot(a, b)`` returns the per-sample inner products ``(B,)``: a distributed caller passes one that
+    sums over the ranks, so that every rank takes the same step lengths. Runs exactly ``iters``
+    iterations (the recursions of :func:`cg`, with ``alpha`` and ``beta`` cast to ``x``'s dtype).
+    """
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters: expected an integer >= 0, got {iters!r}")
+    if iters == 0:
+        return x
+    p.copy_(r)
+    rs = dot(r, r)
+    zero = rs.new_zeros(())
+    for _ in range(iters):
+        apply_into(p, Mp)
+        pMp = dot(p, Mp)
+        alpha = append_dims(torch.where(pMp > 0, rs / torch.where(pMp > 0, pMp, 1), zero), x.ndim).to(x.dtype)
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, Mp, value=-1)
+        rs_new = dot(r, r)
+        beta = torch.where(rs > 0, rs_new / torch.where(rs > 0, rs, 1), zero)
+        p.mul_(append_dims(beta, p.ndim).to(p.dtype)).add_(r)
+        rs = rs_new
+    return x

@@ -26,7 +26,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from invdiff.distributed.context import SliceGroup
 from invdiff.solvers.base import Solver, sigma_range
+from invdiff.solvers.dds_slabs import dds_volume_loop
 from invdiff.solvers.presets import resolve
 from invdiff.solvers.schedules import karras_sigmas, vp_chain_sigmas
 from invdiff.solvers.tv_z import ADMMTVz
@@ -138,22 +140,45 @@ class DDSLoop(Solver):
     noise_std = _from_config("noise_std")
     tail_average = _from_config("tail_average")
     clip_x0 = _from_config("clip_x0")
+    group: SliceGroup | None = None  # the split of a volume over torch.distributed ranks (None: one process)
+    image_dtype: torch.dtype = torch.float64  # the state's dtype on 2D images (volumes: float32)
+
+    def distribute(self, group: SliceGroup | None) -> "DDSLoop":
+        """Reconstruct only this rank's slices of a volume, in step with the other ranks of ``group``.
+
+        ``reconstruct(y, op)`` is then called on every rank with the rank's block, ``y`` and ``op``
+        holding slices ``group.start .. group.stop - 1`` (:func:`invdiff.distributed.context.reconstruct_split`
+        does this and gathers the result). ``None``: back to one process. Returns the solver.
+        """
+        if group is not None and not isinstance(group, SliceGroup):
+            raise TypeError(f"group: expected an invdiff.distributed.context.SliceGroup or None, got {type(group).__name__}")
+        self.group = group
+        return self
 
     def dds_loop(self, y: Tensor, op, admm: ADMMTVz, generator: torch.Generator, progress: bool,
                  callback: Callable[[dict], None] | None, desc: str = "DDS") -> Tensor:
         """The DDS sampling loop, one network call per step (per slice on volumes).
 
         The data update minimises ``1/2 |A x - y|^2 + |x - x0_hat|^2 / (2 gamma_t) [+ lam |D_z x|_1]``
-        (``admm`` carries the TV state); ``tail_average = k > 1`` returns the mean of the
+        (``admm`` carries the TV settings); ``tail_average = k > 1`` returns the mean of the
         data-consistent estimates ``x0'`` of the last ``k`` steps instead of the last one.
+
+        Images run below with the state in float64. Volumes run in
+        :func:`invdiff.solvers.dds_slabs.dds_volume_loop`: float32 state, streamed in slabs of ``chunk``
+        slices (at most 8 float32 volumes of state), one random stream per slice, and split over the
+        ranks of ``self.group`` when it is set (:meth:`distribute`).
         """
+        img_size = getattr(op, "img_size", None)
+        if (len(img_size) + 1 if img_size is not None else op.A_adjoint(y).ndim) == 5:
+            return dds_volume_loop(self, y, op, admm.lam, admm.rho, admm.cg_iters, generator, progress, callback, desc)
+        if self.group is not None and self.group.distributed:
+            raise ValueError(f"{type(self).__name__}: only volumes are split over ranks; this operator works on 2D images")
         cfg = self.config
         sigmas, start = cfg.sigmas(self.prior)
         gamma_of = cfg.gamma_of(op, type(self).__name__)
         clip = getattr(self.prior, "data_range", None) if cfg.clip_x0 else None
-        img_size = getattr(op, "img_size", None)
         shape = (y.shape[0], *img_size) if img_size is not None else tuple(op.A_adjoint(y).shape)
-        dt = torch.float64
+        dt = self.image_dtype
         AtA, ATy = normal_operator(op, y.dtype), op.A_adjoint(y).to(dt)
         c_noise, c_eps = cfg.eta, math.sqrt(max(1.0 - cfg.eta * cfg.eta, 0.0))
         x = start * torch.randn(shape, generator=generator, device=y.device, dtype=dt)

@@ -158,6 +158,8 @@ class DiffusionMBIR(DDSLoop):
         admm = ADMMTVz(self.tv_weight, self.rho, self.cg_iters)
         if self.mode == "dds":
             return self.dds_loop(y, op, admm, generator, progress, callback, desc="DiffusionMBIR-DDS")
+        if self.group is not None and self.group.distributed:
+            raise ValueError("mode: only mode='dds' splits a volume over ranks; mode='pc' runs in one process")
         return self._pc_loop(y, op, admm, generator, progress, callback)
 
     def _pc_loop(self, y: Tensor, op, admm: ADMMTVz, generator: torch.Generator, progress: bool,

@@ -122,3 +122,49 @@ class ADMMTVz:
         x = self.x_update(x, M, b)
         self.zu_update(x)
         return x
+
+
+@dataclass
+class SlabTVz:
+    """The ADMM-TV_z state of a volume streamed in slabs (:class:`invdiff.solvers.slab.Slabs`), float32.
+
+    ``z`` and ``u`` hold one difference per local slice, ``(D_z x)_k = x_{k+1} - x_k``, with the
+    volume's last slice carrying a zero difference (so ``z = u = 0`` there): the same ``D - 1``
+    differences as :class:`ADMMTVz`, stored as ``D`` slices so that every rank holds the differences
+    of its own slices. Neighbouring ranks exchange one boundary slice per operation.
+    """
+
+    lam: float
+    rho: float
+    z: Tensor | None = None
+    u: Tensor | None = None
+
+    def _ensure(self, like: Tensor) -> None:
+        if self.z is None:
+            self.z = torch.zeros_like(like)
+            self.u = torch.zeros_like(like)
+
+    def add_rhs_(self, r: Tensor, slabs) -> None:
+        """``r += rho D_z^T (z - u)``: ``(D_z^T w)_k = w_{k-1} - w_k`` with ``w_{-1} = 0``."""
+        self._ensure(r)
+        last = slabs.depth - 1
+        w_last = self.z.select(_Z, last) - self.u.select(_Z, last)
+        prev, _ = slabs.group.halo(w_last, w_last, need_prev=True, need_next=False)
+        for a, b in slabs.chunks():
+            w = slabs.part(self.z, a, b) - slabs.part(self.u, a, b)
+            if a > 0:
+                left = self.z.select(_Z, a - 1) - self.u.select(_Z, a - 1)
+            else:
+                left = prev if prev is not None else torch.zeros_like(w_last)
+            w_prev = torch.cat([left.unsqueeze(_Z), w.narrow(_Z, 0, b - a - 1)], _Z)
+            slabs.part(r, a, b).add_(w_prev - w, alpha=self.rho)
+
+    def update_(self, x: Tensor, slabs) -> None:
+        """``z <- soft(D_z x + u, lam / rho)``, ``u <- u + D_z x - z``, slab by slab."""
+        self._ensure(x)
+        prev, nxt = slabs.halo(x, need_prev=False, need_next=True)
+        for a, b in slabs.chunks():
+            dz = slabs.diff_z(slabs.extended(x, a, b, prev, nxt))
+            z, u = slabs.part(self.z, a, b), slabs.part(self.u, a, b)
+            z.copy_(soft_threshold(dz + u, self.lam / self.rho))
+            u.add_(dz).sub_(z)

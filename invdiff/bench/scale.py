@@ -1,0 +1,159 @@
+"""Scaling benchmark of the slice-wise solvers: memory per voxel, seconds per slice-step, 1 rank vs 2.
+
+``python -m invdiff.bench.scale [--out benchmarks/SCALE.md] [--quick]`` runs every measurement in a
+fresh subprocess (so that one run's heap does not inflate the next one's resident set) and writes a
+Markdown report. One measurement alone::
+
+    python -m invdiff.bench.scale one --depth 16 --size 128 --prior unet --solver dds --steps 3
+
+prints one JSON line: ``peak_mb`` (peak resident set above its value before ``reconstruct``,
+:class:`invdiff.bench.memory.PeakMemory`), ``seconds``, ``sec_per_slice_step``.
+
+- **Bytes of extra state per voxel**: ``(peak(D2) - peak(D1)) / (voxels(D2) - voxels(D1))`` for two
+  depths of the same slice size, so that what does not grow with the volume (the network, its
+  activations on one slab, the operator) cancels. The goal is <= 32 (8 float32 volumes).
+- **Seconds per slice-step**: wall time / (slices x steps), one network call per slice and step
+  (DDS), with the shipped UNet (``phantom-ct-64``) or an ADM-256-sized network (guided-diffusion's
+  FFHQ-256 configuration, one input channel) at random initialisation, which costs what a public
+  checkpoint costs.
+- **1 rank vs 2 ranks**: the same volume through ``torchrun --nproc-per-node 1`` and ``2`` with Gloo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+PRIORS = ("unet", "adm", "gauss")
+SOLVERS = ("dds", "mbir")
+
+
+def make_prior(name: str, size: int):
+    """``unet``: the shipped ``phantom-ct-64``; ``adm``: ADM-256 (FFHQ config, 1 channel) at random
+    initialisation (seed 0); ``gauss``: an analytic Gaussian prior (no network)."""
+    from invdiff import priors
+
+    if name == "unet":
+        return priors.load("phantom-ct-64")
+    if name == "adm":
+        from invdiff.priors.adapters.adm import ADMConfig, ADMUNet
+        from invdiff.priors.adapters.vp import VPEpsDenoiser, make_alphas_cumprod
+
+        torch.manual_seed(0)
+        cfg = ADMConfig(in_channels=1)
+        net = ADMUNet(cfg)
+        return VPEpsDenoiser(net, make_alphas_cumprod("linear", 1000, 1e-4, 0.02), data_range=(-1.0, 1.0),
+                             prediction_type="epsilon", name="adm256-random", pad_multiple=cfg.pad_multiple).eval()
+    if name == "gauss":
+        return priors.GaussianPrior(torch.full((1, size, size), 0.5), 0.3)
+    raise ValueError(f"prior: expected one of {PRIORS}, got {name!r}")
+
+
+def make_solver(name: str, prior, steps: int, chunk: int):
+    from invdiff.solvers import DDS, DiffusionMBIR
+
+    if name == "dds":
+        return DDS(prior, steps=steps, chunk=chunk)
+    if name == "mbir":
+        return DiffusionMBIR(prior, steps=steps, chunk=chunk)
+    raise ValueError(f"solver: expected one of {SOLVERS}, got {name!r}")
+
+
+def problem(depth: int, size: int, views: int):
+    """An ellipsoid phantom ``(1, 1, depth, size, size)``, CT with ``views`` views, 1 % noise."""
+    from invdiff import data, operators
+
+    x = data.ellipsoids((depth, size, size), seed=0).reshape(1, 1, depth, size, size)
+    op0 = operators.CT((1, depth, size, size), n_views=views)
+    with torch.no_grad():
+        scale = float(op0.A(x).pow(2).mean().sqrt())
+    op = operators.CT((1, depth, size, size), n_views=views, noise_std=0.01 * scale)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        y = op(x)
+    return x, op, y
+
+
+def measure_one(depth: int, size: int, prior: str, solver: str, steps: int, views: int, chunk: int) -> dict:
+    """One reconstruction in this process: peak RSS above the start and seconds."""
+    from invdiff.bench.memory import PeakMemory
+
+    p = make_prior(prior, size)
+    s = make_solver(solver, p, steps, chunk)
+    x, op, y = problem(depth, size, views)
+    with PeakMemory("cpu") as mem:
+        t0 = time.perf_counter()
+        r = s.reconstruct(y, op, seed=0, progress=False)
+        seconds = time.perf_counter() - t0
+    return {"depth": depth, "size": size, "prior": prior, "solver": solver, "steps": steps, "views": views,
+            "chunk": chunk, "threads": torch.get_num_threads(), "peak_mb": round(mem.peak_mb, 1),
+            "seconds": round(seconds, 2), "sec_per_slice_step": seconds / (depth * steps), "nfe": r.nfe}
+
+
+def run_one_subprocess(args: list[str], env: dict | None = None, timeout: float = 3600) -> dict:
+    cmd = [sys.executable, "-m", "invdiff.bench.scale", "one", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bytes_per_voxel(a: dict, b: dict) -> float:
+    """Growth of the peak between two runs, per voxel of the volume."""
+    dv = (b["depth"] - a["depth"]) * b["size"] ** 2
+    return (b["peak_mb"] - a["peak_mb"]) * 2**20 / dv
+
+
+def torchrun_seconds(nproc: int, depth: int, size: int, steps: int, views: int, workdir: Path) -> float:
+    """Wall time of ``torchrun --nproc-per-node nproc -m invdiff reconstruct`` on a phantom volume (Gloo, CPU)."""
+    import numpy as np
+
+    from invdiff import data
+
+    vol = workdir / f"vol_{depth}x{size}.npy"
+    if not vol.exists():
+        np.save(vol, data.ellipsoids((depth, size, size), seed=0).numpy())
+    out = workdir / f"rec_{nproc}.npy"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m",
+           "invdiff", "reconstruct", str(vol), "--operator", "ct", "--views", str(views), "--solver", "dds",
+           "--steps", str(steps), "--out", str(out)]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seconds = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m invdiff.bench.scale", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd")
+    one = sub.add_parser("one", help="one measurement in this process, one JSON line")
+    one.add_argument("--depth", type=int, required=True)
+    one.add_argument("--size", type=int, required=True)
+    one.add_argument("--prior", choices=PRIORS, default="unet")
+    one.add_argument("--solver", choices=SOLVERS, default="dds")
+    one.add_argument("--steps", type=int, default=3)
+    one.add_argument("--views", type=int, default=60)
+    one.add_argument("--chunk", type=int, default=16)
+    args = ap.parse_args(argv)
+    if args.cmd == "one":
+        print(json.dumps(measure_one(args.depth, args.size, args.prior, args.solver, args.steps, args.views,
+                                     args.chunk)))
+        return 0
+    ap.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
