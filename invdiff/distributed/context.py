@@ -185,3 +185,49 @@ def process_group(device: str | torch.device = "cpu") -> Iterator["object"]:
     with DistributedContext(backend="gloo" if kind == "cpu" else "nccl",
                             device_mode="cpu" if kind == "cpu" else "gpu") as ctx:
         yield ctx
+
+
+def launched_rank() -> int:
+    """``RANK`` set by ``torchrun`` (0 when not launched by it)."""
+    return int(os.environ.get("RANK", "0")) if launched_world_size() > 1 else 0
+
+
+def reconstruct_split(solver, y: Tensor, op, *, seed: int = 0, progress: bool = False):
+    """``solver.reconstruct(y, op, seed=seed)`` with the volume's slices split over the ``torchrun`` ranks.
+
+    Every rank calls this with the whole measurement ``y`` and operator ``op``. Launched by
+    ``torchrun`` with ``N > 1`` processes, a slice-wise solver (DDS, DiffusionMBIR with ``mode="dds"``)
+    on a volume that :func:`invdiff.solvers.slab.slab_operator` can split runs on each rank's block
+    of slices (:meth:`~invdiff.solvers.dds.DDSLoop.distribute`) in a process group started here
+    (Gloo on the CPU, NCCL on CUDA; :func:`process_group`); the blocks are gathered on rank 0. Anything
+    else runs whole on rank 0 alone. Returns the :class:`~invdiff.solvers.base.Reconstruction` (one
+    sample) on rank 0 and ``None`` on the other ranks. Without ``torchrun`` it is ``solver.reconstruct``.
+    """
+    from invdiff.solvers.base import Reconstruction
+    from invdiff.solvers.dds import DDSLoop
+    from invdiff.solvers.slab import slab_operator
+
+    world = launched_world_size()
+    if world <= 1:
+        return solver.reconstruct(y, op, seed=seed, progress=progress)
+    size = getattr(op, "img_size", None)
+    split = (isinstance(solver, DDSLoop) and size is not None and len(size) == 4 and size[1] >= world
+             and slab_operator(op, size[1]) is not None and getattr(solver, "mode", "dds") == "dds"
+             and getattr(solver.prior, "spatial_dims", 2) != 3)
+    if not split:
+        return solver.reconstruct(y, op, seed=seed, progress=progress) if launched_rank() == 0 else None
+    with process_group(y.device) as ctx:
+        group = SliceGroup(size[1], ctx.rank, ctx.world_size, y.device)
+        op_local = slab_operator(op, group.stop - group.start)
+        solver.distribute(group)
+        try:
+            r = solver.reconstruct(group.local(y), op_local, seed=seed, progress=progress and group.rank == 0)
+        finally:
+            solver.distribute(None)
+        mean = group.gather(r.mean.contiguous())
+    if group.rank != 0:
+        return None
+    info = {**r.info, "ranks": world}
+    if "slice_evals" in info:  # rank 0 counted its own slices; one network call per slice and step in all
+        info["slice_evals"] = r.nfe * y.shape[0] * size[1]
+    return Reconstruction(mean=mean, samples=mean[None], std=None, nfe=r.nfe, seconds=r.seconds, info=info)

@@ -199,7 +199,11 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
     'r.npy'
     """
     from invdiff import data, operators
+    from invdiff.distributed.context import launched_rank, reconstruct_split
 
+    rank = launched_rank()  # under torchrun: rank 0 prints and writes, every rank reconstructs its slices
+    if rank != 0:
+        echo = lambda _line: None  # noqa: E731
     path, out = Path(input), Path(out)
     if not (path.is_file() or path.is_dir()):  # checked before the heavy work: a typo fails at once
         raise FileNotFoundError(f"{path}: input file not found" if not path.exists()
@@ -209,6 +213,8 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
     data.io._kind(out)  # an unsupported output extension fails before any work
     x, meta = data.load(path)
 
+    if rank != 0 and (meta.get("format") in ("sinogram-h5", "lodopab-h5") or meta.get("key") == "kspace"):
+        return out  # measured data are reconstructed by rank 0 alone
     if meta.get("format") in ("sinogram-h5", "lodopab-h5"):  # a measured sinogram: reconstructed as it is
         from invdiff.recon.sinogram import reconstruct_sinogram
 
@@ -262,7 +268,9 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
         echo(f"invdiff reconstruct: {path.name} {tuple(x.shape)} -> simulated {desc}, noise {noise} x rms(Ax)")
         if sol.settings():
             echo(settings_line(sol))
-        r = sol.reconstruct(y, op, seed=seed, progress=progress)
+        r = reconstruct_split(sol, y, op, seed=seed, progress=progress)  # sol.reconstruct without torchrun
+        if r is None:  # another rank (0) writes the output
+            return out
         rec = from_prior(r.mean)
         echo(score_line(solver, rec, xb, r.nfe, r.seconds))
         out_tensor = rec.reshape(x.shape)
