@@ -134,6 +134,73 @@ def torchrun_seconds(nproc: int, depth: int, size: int, steps: int, views: int, 
     return seconds
 
 
+FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # glibc: large blocks mmapped and returned to the OS on free
+
+
+def run_all(quick: bool, log) -> dict:
+    """Every measurement, one subprocess each, one after the other; returns the rows by section."""
+    res: dict = {"threads": 1, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": {}}
+    one_thread = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def one(key, args, env=None):
+        row = run_one_subprocess(args, {**one_thread, **(env or {})})
+        res["rows"][key] = row
+        log(f"{key}: {json.dumps(row)}")
+        return row
+
+    depths = (8, 24) if quick else (16, 48)
+    for solver in SOLVERS:  # 1. extra state per voxel: two depths of 128^2 slices
+        for alloc, env in (("fixed-mmap", FIXED_MMAP), ("glibc-default", {})):
+            if solver == "mbir" and alloc == "glibc-default":
+                continue
+            for d in depths:
+                one(f"mem/{solver}/{alloc}/{d}", ["--depth", str(d), "--size", "128", "--prior", "unet", "--solver",
+                                                   solver, "--steps", "1", "--views", "8"], env)
+    # 2. seconds per slice-step, 256^2 and 512^2 slices, shipped UNet and ADM-256 at random initialisation
+    for prior, n_slices in (("unet", 4), ("adm", 2)):
+        for size in (256, 512):
+            one(f"time/{prior}/{size}", ["--depth", str(n_slices), "--size", str(size), "--prior", prior,
+                                         "--steps", "1", "--views", "60"], FIXED_MMAP)
+    # 3. a 256^3 volume (and 256^2 x 32 for the per-voxel growth): no network (Gaussian prior), 1 step
+    if not quick:
+        for d in (32, 256):
+            one(f"vol256/{d}", ["--depth", str(d), "--size", "256", "--prior", "gauss", "--steps", "1",
+                                "--views", "8"], FIXED_MMAP)
+    # 4. one volume over 1 and 2 torchrun ranks (Gloo)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for nproc in (1, 2):
+            sec = torchrun_seconds(nproc, 16, 64, 5, 16, Path(tmp))
+            res["rows"][f"ranks/{nproc}"] = {"seconds": round(sec, 1), "depth": 16, "size": 64, "steps": 5, "views": 16}
+            log(f"ranks/{nproc}: {sec:.1f} s")
+    return res
+
+
+def precision(n_images: int = 8, steps: int = 100) -> dict:
+    """DDS (preset) on the ct16 task's test images with the 2D state in float64 (the default) and float32.
+
+    Returns the PSNR of each and the largest absolute difference between the two reconstructions.
+    """
+    from invdiff import metrics, priors
+    from invdiff.bench.tasks import TASKS, measure, test_images
+    from invdiff.solvers import DDS
+
+    op = TASKS["ct16"].operator()
+    x = test_images(n_images)
+    y = measure(op, x, seed=0)
+    prior = priors.load("phantom-ct-64")
+    out = {}
+    for name, dtype in (("float64", torch.float64), ("float32", torch.float32)):
+        s = DDS(prior, steps=steps)
+        s.image_dtype = dtype
+        out[name] = s.reconstruct(y, op, seed=0, progress=False).mean
+    p64, p32 = (metrics.psnr(out[k], x).flatten().tolist() for k in ("float64", "float32"))
+    return {"psnr_float64": p64, "psnr_float32": p32, "mean_psnr_diff_db": sum(a - b for a, b in zip(p32, p64)) / len(p64),
+            "max_abs_psnr_diff_db": max(abs(a - b) for a, b in zip(p32, p64)),
+            "max_abs_diff": float((out["float32"] - out["float64"]).abs().max()), "steps": steps}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m invdiff.bench.scale", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -146,13 +213,28 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--steps", type=int, default=3)
     one.add_argument("--views", type=int, default=60)
     one.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--json", default="benchmarks/scale.json", help="where the measurements are written")
+    ap.add_argument("--quick", action="store_true", help="smaller depths, no 256^3 volume (a dry run)")
+    prec = sub.add_parser("precision", help="DDS on the ct16 images with float64 vs float32 2D state, one JSON line")
+    prec.add_argument("--images", type=int, default=8)
+    prec.add_argument("--steps", type=int, default=100)
     args = ap.parse_args(argv)
+    if args.cmd == "precision":
+        print(json.dumps(precision(args.images, args.steps)))
+        return 0
     if args.cmd == "one":
         print(json.dumps(measure_one(args.depth, args.size, args.prior, args.solver, args.steps, args.views,
                                      args.chunk)))
         return 0
-    ap.print_help()
-    return 2
+    res = run_all(args.quick, lambda line: print(line, flush=True))
+    res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
