@@ -201,6 +201,33 @@ def precision(n_images: int = 8, steps: int = 100) -> dict:
             "max_abs_diff": float((out["float32"] - out["float64"]).abs().max()), "steps": steps}
 
 
+def precision_volume(n_images: int = 8, steps: int = 100) -> dict:
+    """DDS (preset) on the ct16 test images stacked as the slices of one volume (CT 16 views on the volume,
+    the same noise level), the volume state in float32 (the default) and float64; PSNR per slice."""
+    from invdiff import metrics, priors
+    from invdiff.bench.tasks import TASKS, _noise_std_of, test_images
+    from invdiff.operators import CT
+    from invdiff.solvers import DDS
+
+    x2 = test_images(n_images)
+    _, _, H, W = x2.shape
+    op = CT((1, n_images, H, W), n_views=16, noise_std=_noise_std_of(TASKS["ct16"].operator()))
+    x = x2.permute(1, 0, 2, 3)[None]  # (1, 1, n, H, W)
+    with torch.no_grad():
+        Ax = op.A(x)
+    y = Ax + op.noise_std * torch.randn(Ax.shape, generator=torch.Generator().manual_seed(0))
+    prior = priors.load("phantom-ct-64")
+    out = {}
+    for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        s = DDS(prior, steps=steps)
+        s.volume_dtype = dtype
+        out[name] = s.reconstruct(y, op, seed=0, progress=False).mean[0].transpose(0, 1)  # (n, 1, H, W)
+    p64, p32 = (metrics.psnr(out[k].double(), x2.double()).flatten().tolist() for k in ("float64", "float32"))
+    return {"psnr_float64": p64, "psnr_float32": p32, "mean_psnr_diff_db": sum(a - b for a, b in zip(p32, p64)) / len(p64),
+            "max_abs_psnr_diff_db": max(abs(a - b) for a, b in zip(p32, p64)),
+            "max_abs_diff": float((out["float32"].double() - out["float64"]).abs().max()), "steps": steps}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m invdiff.bench.scale", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -221,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "precision":
         print(json.dumps(precision(args.images, args.steps)))
+        print(json.dumps(precision_volume(args.images, args.steps)))
         return 0
     if args.cmd == "one":
         print(json.dumps(measure_one(args.depth, args.size, args.prior, args.solver, args.steps, args.views,

@@ -141,7 +141,8 @@ class DDSLoop(Solver):
     tail_average = _from_config("tail_average")
     clip_x0 = _from_config("clip_x0")
     group: SliceGroup | None = None  # the split of a volume over torch.distributed ranks (None: one process)
-    image_dtype: torch.dtype = torch.float64  # the state's dtype on 2D images (volumes: float32)
+    image_dtype: torch.dtype = torch.float64  # the state's dtype on 2D images
+    volume_dtype: torch.dtype = torch.float32  # the state's dtype on volumes (inner products in float64 either way)
 
     def distribute(self, group: SliceGroup | None) -> "DDSLoop":
         """Reconstruct only this rank's slices of a volume, in step with the other ranks of ``group``.

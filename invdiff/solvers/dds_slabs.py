@@ -52,7 +52,7 @@ def dds_volume_loop(solver, y: Tensor, op, lam: float, rho: float, cg_iters: int
     gamma_of = cfg.gamma_of(op, type(solver).__name__)
     clip = getattr(solver.prior, "data_range", None) if cfg.clip_x0 else None
     S = _slabs(solver, y, op)
-    group, dev, f32 = S.group, y.device, torch.float32
+    group, dev, f32 = S.group, y.device, getattr(solver, "volume_dtype", torch.float32)
     B, C, _, H, W = S.shape
     streams = SliceStreams(generator, group.start, group.stop, dev)
     native3d = getattr(solver.prior, "spatial_dims", 2) == 3
@@ -66,14 +66,14 @@ def dds_volume_loop(solver, y: Tensor, op, lam: float, rho: float, cg_iters: int
 
     def draw_into(t: Tensor, scale: float, add: bool) -> None:  # t[:, :, k] (+)= scale * n_k, slice by slice
         for k in range(S.depth):
-            n = streams.randn(k, (B, C, H, W), f32, dev)
+            n = streams.randn(k, (B, C, H, W), torch.float32, dev)  # float32 draws whatever the state dtype
             t.select(_Z, k).add_(n, alpha=scale) if add else t.select(_Z, k).copy_(n.mul_(scale))
 
-    x = S.empty()
+    x = S.empty(f32)
     draw_into(x, start, add=False)
-    xc, r, p, Mp = S.empty(), S.empty(), S.empty(), S.empty()
+    xc, r, p, Mp = S.empty(f32), S.empty(f32), S.empty(f32), S.empty(f32)
     acc = torch.zeros_like(x) if k_avg > 1 else None
-    x0_hat = S.empty() if callback is not None else None  # a copy for the callback only
+    x0_hat = S.empty(f32) if callback is not None else None  # a copy for the callback only
     for i in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         # 1. Tweedie estimate into xc, slab by slab; x becomes eps_hat = (x - x0_hat) / sigma in place

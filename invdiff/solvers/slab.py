@@ -128,8 +128,8 @@ class Slabs:
         return self._ops[d]
 
     def ATy(self, a: int, b: int) -> Tensor:
-        """``A^T y`` on slices ``a .. b - 1`` (float32)."""
-        return self._op(a, b).A_adjoint(self.part(self.y, a, b)).to(torch.float32)
+        """``A^T y`` on slices ``a .. b - 1``, in ``y``'s dtype."""
+        return self._op(a, b).A_adjoint(self.part(self.y, a, b))
 
     def AtA(self, v: Tensor, a: int, b: int) -> Tensor:
         """``A^T A v`` on slices ``a .. b - 1`` of ``v``; the operator runs in ``y``'s dtype."""
