@@ -64,7 +64,7 @@ class EnsembleSampler(Solver):
 
     def __init__(self, prior, particles: int, steps: int, ess_threshold: float, noise_std: float | None,
                  sigma_min: float | None, sigma_max: float | None, rho: float, cg_iters: int, cg_tol: float,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device | None = None):
         super().__init__(prior, device=device)
         self.particles = check_positive_int("particles", particles)
         self.steps = check_positive_int("steps", steps)

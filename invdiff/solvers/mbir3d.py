@@ -124,7 +124,7 @@ class DiffusionMBIR(DDSLoop):
                  mode: str | None = None, snr: float = 0.16, cg_iters: int | None = None, eta: float | None = None,
                  gamma: float | None = None, schedule: str = "vp", sigma_min: float | None = None,
                  sigma_max: float | None = None, chunk: int = 16, lambda_: float | None = None,
-                 noise_std: float | None = None, tail_average: int | float = 1, device: str | torch.device = "cpu"):
+                 noise_std: float | None = None, tail_average: int | float = 1, device: str | torch.device | None = None):
         super().__init__(check_prior(prior2d), device=device)
         tuned = preset("mbir").params
         self.mode = mode = check_choice("mode", tuned["mode"] if mode is None else mode, MODES)

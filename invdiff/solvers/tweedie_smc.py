@@ -155,7 +155,7 @@ class SMC(EnsembleSampler):
     def __init__(self, prior, particles: int = 16, steps: int = 200, tilt: str = "tweedie", proposal: str = "gaussian",
                  ess_threshold: float = 0.5, prior_std: float | str = "auto", noise_std: float | None = None,
                  guidance_scale: float = 1.0, sigma_min: float | None = None, sigma_max: float | None = None,
-                 rho: float = 7.0, cg_iters: int = 50, cg_tol: float = 1e-10, device: str | torch.device = "cpu"):
+                 rho: float = 7.0, cg_iters: int = 50, cg_tol: float = 1e-10, device: str | torch.device | None = None):
         super().__init__(prior, particles, steps, ess_threshold, noise_std, sigma_min, sigma_max, rho, cg_iters,
                          cg_tol, device)
         if tilt != "tweedie":
