@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from invdiff.device import check_device
+
 PSEUDO_INVERSES = {"fbp", "zerofilled", "zero-filled", "zero_filled"}
 
 DEFAULT_PRIOR = "phantom-ct-64"  # the shipped 2D prior; volumes go through it slice by slice
@@ -62,6 +64,8 @@ def make_solver(name: str, prior: str | None = None, steps: int | None = None, d
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected a positive integer, got {steps!r}")
         kw = {"steps": steps} if "steps" in params else {"iters": steps} if "iters" in params else {}
+    if "device" in params:
+        kw["device"] = device  # the solver computes there (invdiff.device): y, operator and prior go there
     if getattr(cls, "needs_prior", True):
         return cls(load_prior(prior, device), **kw)
     return cls(**kw)
@@ -187,7 +191,8 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
         Measured data: data units per prior unit, noise std in the data's units (default: the
         file's, else estimated) and, for k-space, ``"magnitude"``, ``"complex"`` or ``"auto"``.
     seed, device, progress
-        Seed of the noise, masks and sampler; torch device; a progress bar.
+        Seed of the noise, masks and sampler; the torch device the solver, operator and prior run on
+        (``"cpu"``, ``"cuda"``, ``"cuda:1"``; see :mod:`invdiff.device`); a progress bar.
     echo
         Receives the lines ``invdiff reconstruct`` prints (a description, the scores, ``wrote OUT``).
 
@@ -200,6 +205,7 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
     """
     from invdiff import data, operators
 
+    check_device(device)  # a bad or absent device fails before any work, naming `device`
     path, out = Path(input), Path(out)
     if not (path.is_file() or path.is_dir()):  # checked before the heavy work: a typo fails at once
         raise FileNotFoundError(f"{path}: input file not found" if not path.exists()
