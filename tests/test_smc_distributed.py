@@ -126,7 +126,8 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
                 if w.dtype == torch.bool or key == "nfe":
                     assert torch.equal(g, w), (rank, name, key)
                 else:
-                    torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5, msg=lambda m: f"rank {rank} {name} {key}: {m}")
+                    torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5,
+                                               msg=lambda m: f"rank {rank} {name} {key}: {m}")
 
 
 if __name__ == "__main__":  # one torchrun rank

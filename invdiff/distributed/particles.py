@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ParticleSplit", "ParticleStreams", "distributed_world", "particle_seed"]
+__all__ = ["ParticleSplit", "ParticleStreams", "base_seed", "distributed_world", "particle_seed"]
 
 
 def distributed_world() -> tuple[int, int]:

@@ -126,7 +126,7 @@ class EnsembleSampler(Solver):
         split = ParticleSplit.create(self.particles, self.split_particles)
         seed0 = base_seed(seed)  # first: a generator passed as seed is also the ensemble-level generator below
         split.check_same("y", y)
-        split.check_same("seed", torch.tensor([float(seed0)], dtype=torch.float64, device=y.device))
+        split.check_same("seed", torch.tensor([seed0 >> 32, seed0 & 0xFFFFFFFF], dtype=torch.float64, device=y.device))
         g = make_generator(seed, y.device)
         self.nfe, self.info = 0, {}
         t0 = time.perf_counter()
