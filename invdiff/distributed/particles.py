@@ -15,7 +15,7 @@ particles ``[r n, (r + 1) n)`` of every ensemble, ``n = N / W``:
 * random draws of particle slot ``j = b N + i`` come from its own generator, seeded from ``(seed, j)``, so
   the draws (and, up to summation order, the whole run) do not depend on ``W``.
 
-In one process (torch.distributed not initialised, or ``split=False``) the same code runs with ``W = 1``
+In one process (torch.distributed not initialised, or ``split_particles=False``) the same code runs with ``W = 1``
 and the collectives are identities.
 """
 
@@ -151,7 +151,7 @@ class ParticleSplit:
         if not torch.equal(got, got[:1].expand_as(got)):
             raise ValueError(f"{name}: differs between the {self.world} torch.distributed ranks (rank {self.rank} of "
                              f"{self.world}); a split particle ensemble needs the same {name} on every rank. To run "
-                             f"independent ensembles per rank, pass split=False")
+                             f"independent ensembles per rank, pass split_particles=False")
 
 
 def particle_seed(seed: int, index: int) -> int:
