@@ -9,6 +9,7 @@ the solver through ``invdiff reconstruct``, and that bad spacings are refused by
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -152,3 +153,37 @@ def test_bad_affine_is_refused():
         spacing_from_affine(np.eye(3))
     with pytest.raises(ValueError, match="voxel sizes"):
         spacing_from_affine(np.diag([1.0, 1.0, 0.0, 1.0]))
+
+
+# ---------------------------------------------------------------- the benchmark (python -m invdiff.bench.mbir3d_spacing)
+def test_thick_slab_is_the_mean_of_thin_slices():
+    from invdiff.bench.mbir3d_spacing import iso_slab, thick_slab
+
+    thin = data.ellipsoids((64, 64, 64), seed=5)
+    thick = thick_slab(5, 8)  # the central 32 thin slices (16 .. 47) in groups of 4
+    assert thick.shape == (1, 1, 8, 64, 64)
+    torch.testing.assert_close(thick[:, :, 2], thin[:, :, 24:28].mean(2))
+    torch.testing.assert_close(iso_slab(5, 8), thin[:, :, 28:36])
+    with pytest.raises(ValueError, match="depth, factor"):
+        thick_slab(5, 32)
+
+
+def test_benchmark_command_writes_report_figure_and_json(tmp_path, monkeypatch):
+    from invdiff.bench import mbir3d_spacing as bench
+
+    small = {"isotropic": (bench.iso_slab(777003, 4, size=32), (1.0, 1.0, 1.0)),
+             "thick": (bench.thick_slab(777003, 4, size=32), (4.0, 1.0, 1.0))}
+    monkeypatch.setattr(bench, "test_cases", lambda: small)
+    md, fig, js = tmp_path / "MBIR3D.md", tmp_path / "f.png", tmp_path / "r.json"
+    argv = ["--steps", "1", "--md", str(md), "--out", str(fig), "--json", str(js)]
+    assert bench.main(argv) in (0, 1)
+    text = md.read_text()
+    assert "python -m invdiff.bench.mbir3d_spacing --steps 1" in text and "![central planes](f.png)" in text
+    for name in bench.NAMES.values():
+        assert f"| {name} |" in text
+    res = json.loads(js.read_text())
+    assert res["cases"]["thick"]["methods"]["mbir"]["tv_weight_z"] == pytest.approx(
+        res["cases"]["thick"]["methods"]["mbir_iso"]["tv_weight_z"] / 4)
+    assert fig.stat().st_size > 1000
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        bench.main(argv)
