@@ -80,8 +80,10 @@ class DiffusionMBIR(DDSLoop):
     reconstruction with the same data consistency.
 
     Defaults: an argument left at ``None`` takes the tuned preset (:func:`invdiff.solvers.presets.preset`
-    ``("mbir")``, tuned on a 3D CT tuning volume): ``mode="dds", steps=50, tv_weight=0.2, rho=10,
-    gamma=inf, cg_iters=5, eta=0.85``. With ``mode="pc"`` given, the paper's settings fill in instead
+    ``("mbir")``, tuned on isotropic and 4x-thick-slice 3D CT tuning slabs): ``mode="dds", steps=50,
+    tv_weight=0.8, rho=10, gamma=inf, cg_iters=5, eta=0.85``; ``tv_weight`` is the weight at isotropic
+    voxels, scaled by ``sqrt(dy dx) / dz`` when ``spacing`` is given (0.2 for 4x-thick slices). With
+    ``mode="pc"`` given, the paper's settings fill in instead
     (``presets.PAPER["mbir"]``: ``steps=200, tv_weight=0.04, rho=10, cg_iters=1``).
 
     Parameters
@@ -97,7 +99,7 @@ class DiffusionMBIR(DDSLoop):
         slices ``dz`` apart differ ``dz / h`` times as often, so thick slices are tied less). The
         official CT value is 0.04 with ``rho = 10`` for images in [0, 1] and a projector whose
         ``|A^T A|`` is about 400 (256 x 256, 8 views); the defaults here were tuned on invdiff's CT
-        operator (see :mod:`invdiff.bench.mbir3d`).
+        operator (see :mod:`invdiff.bench.mbir3d_spacing` and ``benchmarks/TUNING.md``).
     rho : float, optional
         ADMM penalty.
     mode : {"pc", "dds"}, optional
