@@ -187,3 +187,11 @@ def test_benchmark_command_writes_report_figure_and_json(tmp_path, monkeypatch):
     assert fig.stat().st_size > 1000
     with pytest.raises(FileExistsError, match="--overwrite"):
         bench.main(argv)
+
+
+def test_spacing_from_arrays_and_tensors():
+    assert check_spacing(np.array([4, 1, 1])) == (4.0, 1.0, 1.0)
+    assert check_spacing(torch.tensor([2.5, 0.7, 0.8], dtype=torch.float64)) == (2.5, 0.7, 0.8)
+    assert check_spacing((np.int64(3), np.float32(1.0), 1)) == (3.0, 1.0, 1.0)
+    with pytest.raises(TypeError, match="spacing: expected three voxel sizes"):
+        check_spacing(np.float64(4.0))

@@ -36,6 +36,7 @@ Example
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,16 +52,16 @@ def check_spacing(spacing, name: str = "spacing") -> Spacing | None:
     """
     if spacing is None:
         return None
-    if isinstance(spacing, (str, bytes)) or not isinstance(spacing, (Sequence, np.ndarray)) \
-            and not hasattr(spacing, "tolist"):
+    values = spacing.tolist() if hasattr(spacing, "tolist") else spacing  # tensors, arrays
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise TypeError(f"{name}: expected three voxel sizes (dz, dy, dx), got {type(spacing).__name__} {spacing!r}")
-    values = spacing.tolist() if hasattr(spacing, "tolist") else list(spacing)
+    values = list(values)
     if len(values) != 3:
         raise ValueError(f"{name}: expected three voxel sizes (dz, dy, dx) in the volume's axis order (D, H, W), "
                          f"got {len(values)} values {values!r}")
     out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
             raise ValueError(f"{name}: expected three positive finite voxel sizes (dz, dy, dx), got {values!r}")
         out.append(float(v))
     return tuple(out)  # type: ignore[return-value]
