@@ -131,8 +131,10 @@ def cmd_demo(args) -> int:
     _check_output(png, args.overwrite)
     check_device(args.device)  # 'cuda' without CUDA fails here, naming the device
     # an unknown or unavailable solver or prior fails before any work
+    # the ct3d phantom squeezes a whole ellipsoid phantom into --depth slices: voxels size/depth times as tall
+    spacing = (args.size / args.depth, 1.0, 1.0) if args.task == "ct3d" else None
     solver = None if args.solver.lower() in PSEUDO_INVERSES else make_solver(args.solver, args.prior, args.steps,
-                                                                              args.device)
+                                                                              args.device, spacing=spacing)
     if args.task == "ct3d":
         from invdiff import data
 
