@@ -217,8 +217,10 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
     'r.npy'
     """
     from invdiff import data, operators
-    from invdiff.distributed.context import launched_rank, reconstruct_split
+    from invdiff.distributed.context import launched_rank, launched_world_size, reconstruct_split
 
+    if launched_world_size() > 1 and str(device) == "cuda":  # torchrun: one GPU per rank, cuda:LOCAL_RANK
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     check_device(device)  # a bad or absent device fails before any work, naming `device`
     rank = launched_rank()  # under torchrun: rank 0 prints and writes, every rank reconstructs its slices
     if rank != 0:
