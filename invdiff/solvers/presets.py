@@ -10,13 +10,17 @@ preset's"; an argument given explicitly always wins), and so do the benchmark
 
 What was tuned, and on what
 ---------------------------
-Only the 16-view sparse-view CT task (``ct16`` of :mod:`invdiff.bench.tasks`) was tuned, on the
-tuning phantoms ``ellipses(n, 64, seed=777002)`` (disjoint from the benchmark's test images, seed
-777001 + Shepp-Logan), measurement noise drawn with seed 1, shipped prior ``phantom-ct-64``, 100
-network calls per image; DiffusionMBIR was tuned on its own 3D tuning volume (seed 777102). There is
-therefore one entry per solver, task ``"default"`` (= what was tuned), used for every task:
-:func:`preset` returns it for any task without an entry of its own, and :attr:`Preset.tuned_on`
-says what it was tuned on. The grids and every score are in ``benchmarks/TUNING.md``.
+Every preset was tuned on the benchmark's tuning images, never on its test images: phantoms
+``ellipses(n, 64, seed=777002)`` (disjoint from the test images, seed 777001 + Shepp-Logan), measurement
+noise drawn with seed 1, shipped prior ``phantom-ct-64``, 100 network calls per image; DiffusionMBIR on
+its own 3D tuning volume (seed 777102). Each solver has a ``"default"`` entry, tuned on 16-view CT
+(``ct16`` of :mod:`invdiff.bench.tasks`), and may have entries for other task groups
+(:data:`TASKS`: ``"ct-limited"``, ``"inpaint"``, ``"deblur"``, ...) tuned on that group's task.
+:func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
+was tuned on and :attr:`Preset.grid` what was tried. The grids and every score are in
+``benchmarks/TUNING.md``. A class takes the task as an argument::
+
+    solvers.DDS(prior, task="inpaint")                   # == DDS(prior, **preset("dds", "inpaint").params)
 
 Noise range
 -----------
@@ -41,6 +45,11 @@ SIGMA_MAX: float = 80.0
 """Largest noise level when the prior states none (EDM's ``sigma_max``)."""
 
 TUNING_RECORD = "benchmarks/TUNING.md"
+
+TASKS: tuple[str, ...] = ("default", "ct", "ct-limited", "mri", "inpaint", "deblur", "sr", "ct3d")
+"""Task groups a preset can be asked for (the benchmark's :attr:`invdiff.bench.tasks.Task.group`):
+``"default"`` is what was tuned first (16-view CT), ``"ct"`` sparse-view CT, ``"ct-limited"``
+limited-angle CT, then MRI, inpainting, deblurring, super-resolution and 3D CT."""
 CT16_TUNING = ("ct16: 16-view parallel-beam CT of 64x64 phantoms, noise std 1 % of the Shepp-Logan sinogram's "
                "maximum; tuning images ellipses(n, 64, seed=777002), noise seed 1, prior phantom-ct-64, "
                "100 network calls per image")
@@ -144,6 +153,15 @@ PRESETS: dict[str, dict[str, Preset]] = {
     },
 }
 
+PRESETS["daps"] = {"default": Preset(
+    "daps", "default", {"steps": 100, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6},
+    tuned_on="not tuned on ct16: the paper's r_t = sigma_t (lambda_ 1), 20 CG iterations, and the tail average "
+             "of the inpaint70 tuning (" + CT16_TUNING.split(";")[1].strip() + ")",
+    grid="see the per-task entries",
+    measured="see the per-task entries",
+    notes="The class was added for the per-task tuning of issue 11 (inpaint70, deblur, ct-limited90)."),
+}
+
 # The published settings where the preset departs from them (not tuned here; for reproducing a paper).
 PAPER: dict[str, Mapping[str, Any]] = {
     # Chung, Lee, Ye, ICLR 2024, official code solver_2d.py: DDIM on the VP chain, 5 CG iterations, eta 0.85
@@ -160,13 +178,16 @@ PAPER: dict[str, Mapping[str, Any]] = {
 
 
 def preset(solver: str, task: str = "default") -> Preset:
-    """The preset of ``solver`` for ``task``: the task's own entry if one was tuned, else ``"default"``.
+    """The preset of ``solver`` for ``task`` (a name of :data:`TASKS`): the task's own entry if one was tuned,
+    else ``"default"``.
 
     Example
     -------
     >>> preset("dds").params["schedule"]
     'karras'
-    >>> preset("dds", "mri") is preset("dds")  # only ct16 was tuned
+    >>> preset("dds", "mri") is preset("dds")  # not tuned on MRI: the default (16-view CT)
+    True
+    >>> preset("dds", "ct") is preset("dds")   # the default was tuned on 16-view CT
     True
     """
     if not isinstance(solver, str) or solver not in PRESETS:
@@ -174,8 +195,16 @@ def preset(solver: str, task: str = "default") -> Preset:
     if not isinstance(task, str):
         raise TypeError(f"task: expected a string (a task group such as 'ct', 'mri' or 'default'), got "
                         f"{type(task).__name__}")
+    if task not in TASKS:
+        raise ValueError(f"task: unknown task group {task!r}; expected one of {list(TASKS)}")
     entries = PRESETS[solver]
     return entries.get(task, entries["default"])
+
+
+def tuned_tasks(solver: str) -> list[str]:
+    """The task groups with a preset of their own for ``solver`` (``"default"`` first)."""
+    preset(solver)
+    return list(PRESETS[solver])
 
 
 def resolve(solver: str, given: Mapping[str, Any], task: str = "default") -> dict:
