@@ -32,6 +32,11 @@ RECORDED = {
 }
 # The per-task DDS presets of benchmarks/TUNING.md ("Per-task tuning"), written out by hand.
 RECORDED_TASKS = {
+    "ct-limited": {"steps": 100, "schedule": "karras", "eta": 1.0, "lambda_": 3.0, "cg_iters": 20, "tail_average": 0.2},
+    "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
+                "sigma_min": 0.02},
+    "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.4,
+               "sigma_min": 0.03},
 }
 
 
@@ -119,7 +124,7 @@ def test_settings_round_trip(key):
 
 
 def test_benchmark_reads_the_presets():
-    for key in ("dds", "dps", "reddiff", "mbir", "tv"):
+    for key in ("dds", "daps", "dps", "reddiff", "mbir", "tv"):
         assert HPARAMS[key] == {task: p.knobs() for task, p in PRESETS[key].items()}
         for group in presets.TASKS:
             assert hparams(key, group) == preset(key, group).knobs()
