@@ -32,11 +32,9 @@ RECORDED = {
 }
 # The per-task DDS presets of benchmarks/TUNING.md ("Per-task tuning"), written out by hand.
 RECORDED_TASKS = {
-    "ct-limited": {"steps": 100, "schedule": "karras", "eta": 1.0, "lambda_": 3.0, "cg_iters": 20, "tail_average": 0.2},
     "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
                 "sigma_min": 0.02},
-    "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.4,
-               "sigma_min": 0.03},
+    "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6},
 }
 
 

@@ -114,7 +114,8 @@ HPARAMS: dict[str, dict[str, dict]] = {
     "slicewise": _from_presets("mbir", tv_weight=0.0),
     # tuned like invdiff's (benchmarks/TUNING.md): "default" on the ct16 tuning images, the groups on their task's
     "dinv-dps": {"default": {"weight": 10.0}},
-    "dinv-diffpir": {"default": {"lambda_": 1.0, "zeta": 1.0}, "inpaint": {"lambda_": 3.0, "zeta": 1.0}},
+    "dinv-diffpir": {"default": {"lambda_": 1.0, "zeta": 1.0}, "inpaint": {"lambda_": 3.0, "zeta": 1.0},
+                     "ct-limited": {"lambda_": 3.0, "zeta": 1.0}},
     "dinv-ddrm": {"default": {"eta": 0.85}},
     "tv": _from_presets("tv"),
 }

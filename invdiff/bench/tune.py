@@ -57,12 +57,14 @@ SCANS: dict[str, dict[str, list[dict]]] = {
         "dinv-diffpir": _DIFFPIR,
     },
     "deblur": {
-        "dds": [{}, *_TAIL[:2], {"sigma_min": 0.01}, {"sigma_min": 0.03}, {"sigma_min": 0.1},
-                {"eta": 1.0, "tail_average": 0.4}],
+        "dds": [{}, *_TAIL[:2], {"sigma_min": 0.01}, {"sigma_min": 0.03}, {"sigma_min": 0.05}, {"sigma_min": 0.1},
+                {"eta": 1.0, "tail_average": 0.4}, {"sigma_min": 0.03, "tail_average": 0.4},
+                {"sigma_min": 0.03, "tail_average": 0.6}, {"sigma_min": 0.03, "lambda_": 3.0}],
         "dinv-diffpir": _DIFFPIR,
     },
     "ct-limited90": {
-        "dinv-diffpir": [{}, {"lambda_": 3.0}, {"lambda_": 0.3}, {"zeta": 0.8}],
+        "dds": [{}, {"eta": 1.0, "lambda_": 3.0}],  # after the coordinate search (benchmarks/TUNING.md)
+        "dinv-diffpir": [{}, {"lambda_": 3.0}, {"lambda_": 0.3}],
     },
 }
 
