@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from invdiff.data.phantoms import ellipses, ellipsoids
+from invdiff.data.phantoms import ellipses, ellipsoids, shapes
 from invdiff.priors.edm import EDMDenoiser
 from invdiff.priors.unet import UNet, UNetConfig
 
@@ -66,6 +66,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=20261123)
+    p.add_argument("--data", default="ellipses", choices=("ellipses", "mixed"),
+                   help="2D training images: data.ellipses, or 'mixed': half data.ellipses, half data.shapes")
+    p.add_argument("--init", default=None, metavar="SAFETENSORS",
+                   help="start a new run from these weights (an invdiff prior of the same network), e.g. to fine-tune")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="only draw <run-dir>/loss.csv into this figure (and copy the CSV beside it), then exit")
     args = p.parse_args(argv)
@@ -92,8 +96,13 @@ def _shape3(text: str, arg: str) -> tuple[int, int, int]:
 
 
 def batch_2d(args, g: torch.Generator) -> torch.Tensor:
-    """``(B, 1, H, W)`` random-ellipse phantoms, each flipped left-right with probability 1/2."""
-    x0 = ellipses(args.batch, args.size, generator=g)
+    """``(B, 1, H, W)`` random-ellipse phantoms (``--data mixed``: the second half random-shape phantoms,
+    :func:`invdiff.data.shapes`), each flipped left-right with probability 1/2."""
+    if args.data == "mixed":
+        half = args.batch // 2
+        x0 = torch.cat([ellipses(args.batch - half, args.size, generator=g), shapes(half, args.size, generator=g)])
+    else:
+        x0 = ellipses(args.batch, args.size, generator=g)
     flip = torch.rand(args.batch, generator=g) < 0.5
     return torch.where(flip[:, None, None, None], x0.flip(-1), x0)
 
@@ -185,6 +194,13 @@ def main(argv=None) -> None:
         g.set_state(state["rng"])
         step, seconds = int(state["step"]), float(state["seconds"])
         print(f"resumed from {ckpt} at step {step} ({seconds / 60:.1f} min trained)")
+    elif args.init:
+        init = EDMDenoiser.from_file(args.init)
+        if init.net.config != cfg:
+            raise SystemExit(f"--init {args.init}: its network {init.net.config} differs from this run's {cfg}")
+        model.net.load_state_dict(init.net.state_dict())
+        ema.net.load_state_dict(init.net.state_dict())
+        print(f"initialised from {args.init}")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"UNet dims={cfg.dims} {cfg.channels} x{cfg.blocks_per_level}: {n_params / 1e6:.2f} M parameters, "
           f"device {dev}, {torch.get_num_threads()} threads")
@@ -197,7 +213,10 @@ def main(argv=None) -> None:
         writer.writerow(["step", "seconds", "loss"])
 
     if args.dims == 2:
-        train_info = {"train_data": "invdiff.data.ellipses"}
+        train_info = {"train_data": "invdiff.data.ellipses" if args.data == "ellipses"
+                      else "half invdiff.data.ellipses, half invdiff.data.shapes"}
+        if args.init:
+            train_info["train_init"] = Path(args.init).name
     else:
         train_info = {"train_data": "invdiff.data.ellipsoids", "train_volume": list(args.volume),
                       "train_crop": list(args.crop), "train_seed_offset": TRAIN_SEED_OFFSET}

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from invdiff.device import check_device
 from invdiff.recon.file import PSEUDO_INVERSES  # fbp, zerofilled: the operator's A_dagger
 
 TASKS = ("ct", "mri", "inpaint", "deblur", "sr", "ct3d")
@@ -46,6 +47,15 @@ class CLIError(Exception):
 def _check_output(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise CLIError(f"{path}: output exists; pass --overwrite to replace it", code=1)
+
+
+def _device_arg(text: str) -> str:
+    """``--device``: a torch device string (kept as given; availability is checked where it is used)."""
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a torch device such as 'cpu', 'cuda' or 'cuda:1', got {text!r}") from None
+    return text
 
 
 # ----------------------------------------------------------------------------- demo
@@ -119,9 +129,12 @@ def cmd_demo(args) -> int:
     out_dir = Path(args.out)
     png = out_dir / f"demo_{args.task}_{args.solver.lower()}.png"
     _check_output(png, args.overwrite)
+    check_device(args.device)  # 'cuda' without CUDA fails here, naming the device
     # an unknown or unavailable solver or prior fails before any work
+    # the ct3d phantom squeezes a whole ellipsoid phantom into --depth slices: voxels size/depth times as tall
+    spacing = (args.size / args.depth, 1.0, 1.0) if args.task == "ct3d" else None
     solver = None if args.solver.lower() in PSEUDO_INVERSES else make_solver(args.solver, args.prior, args.steps,
-                                                                              args.device)
+                                                                              args.device, spacing=spacing)
     if args.task == "ct3d":
         from invdiff import data
 
@@ -235,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "embedded prior); only for diffusion solvers")
         q.add_argument("--steps", type=int, default=None, help="solver steps (iterations for tv/cg); default: the solver's")
         q.add_argument("--seed", type=int, default=0, help="seed of the noise, masks and sampler")
-        q.add_argument("--device", default="cpu", help="torch device")
+        q.add_argument("--device", type=_device_arg, default="cpu", help="torch device where the solver, operator "
+                       "and prior run: cpu, cuda, cuda:N (CT on CUDA uses ASTRA's GPU projectors when ASTRA has CUDA)")
         q.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         q.add_argument("--acceleration", type=float, default=4.0, help="MRI undersampling factor")
 

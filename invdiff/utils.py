@@ -19,7 +19,8 @@ def append_dims(x: Tensor | float, target_ndim: int) -> Tensor:
     ``append_dims(sigma, x.ndim)`` turns a ``(B,)`` noise level into ``(B, 1, 1, 1)`` for images
     and ``(B, 1, 1, 1, 1)`` for volumes, so the same solver code runs on both.
     """
-    x = torch.as_tensor(x)
+    if not torch.is_tensor(x):  # a number: a host tensor (pass sigma as a tensor on x's device for devices)
+        x = torch.as_tensor(x, device="cpu")
     if x.ndim > target_ndim:
         raise ValueError(f"append_dims: input has {x.ndim} dims, more than target_ndim={target_ndim}")
     return x.reshape(*x.shape, *([1] * (target_ndim - x.ndim)))
@@ -77,7 +78,7 @@ def measurement_noise_std(op, noise_std: float | None = None, solver: str = "the
     if s is None:
         raise ValueError(f"noise_std: {solver} weighs the data by the measurement noise, but the operator states "
                          f"none (op.noise_std or op.noise_model.sigma); pass {solver}(..., noise_std=s)")
-    s = float(torch.as_tensor(s).reshape(-1)[0])
+    s = float(s.reshape(-1)[0]) if torch.is_tensor(s) else float(s)
     if not math.isfinite(s) or s <= 0:
         raise ValueError(f"noise_std: {solver} needs a positive measurement noise level, got {s!r}; "
                          f"pass {solver}(..., noise_std=s) with s > 0")

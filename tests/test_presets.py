@@ -21,13 +21,13 @@ from invdiff.solvers.schedules import karras_sigmas
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The tuned values as benchmarks/TUNING.md and invdiff/bench/mbir3d.py record them, written out by hand: the
+# The tuned values as benchmarks/TUNING.md records them, written out by hand: the
 # class defaults must equal these, not merely whatever the presets module holds.
 RECORDED = {
     "dds": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2},
     "dps": {"step_size": 0.1},
     "reddiff": {"lr": 0.1, "lam": 0.25},
-    "mbir": {"mode": "dds", "tv_weight": 0.2, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85},
+    "mbir": {"mode": "dds", "tv_weight": 0.8, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85},
     "tv": {"weight": 0.0005},
 }
 # The per-task DDS presets of benchmarks/TUNING.md ("Per-task tuning"), written out by hand.

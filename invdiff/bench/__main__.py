@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "overhead": "invdiff.bench.overhead",
     "exact-posterior": "invdiff.bench.exact_posterior",
     "mbir3d": "invdiff.bench.mbir3d",
+    "gpu": "invdiff.bench.gpu",
 }
 
 

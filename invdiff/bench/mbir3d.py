@@ -30,6 +30,11 @@ isotropic voxels (seed 777102) TV along z (0.2) gained 4.5 dB coronal / sagittal
 
 A figure (rows: axial, coronal, sagittal central slices; columns: truth, FBP, ``tv_weight = 0``,
 DiffusionMBIR) is written to ``--out``.
+
+:data:`DEFAULTS` are the settings ``benchmarks/mbir3d.json`` was measured with (``tv_weight = 0.2``).
+The solver's preset is now ``tv_weight = 0.8`` at isotropic voxels, scaled by the voxel spacing; the
+comparison with thick slices and the native 3D prior is :mod:`invdiff.bench.mbir3d_spacing`
+(``benchmarks/MBIR3D.md``).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from invdiff.metrics import psnr
 from invdiff.utils import atomic_path
 
 MARGIN_DB = 0.5
-# tuned on the tuning volume (seed 777102), see the module docstring and DiffusionMBIR's notes
+# tuned on the tuning volume (seed 777102) as TV 0.2 against 0; the preset has since moved (module docstring)
 DEFAULTS = {"mode": "dds", "steps": 50, "tv_weight": 0.2, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85}
 
 

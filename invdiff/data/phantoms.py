@@ -161,3 +161,52 @@ def ellipsoids(shape: tuple[int, int, int] = (32, 64, 64), seed: int | None = 0,
         fa = U(0.05, 0.3)
         vol = vol + ellipsoid(U(-0.25, 0.5), fa, fa * U(0.5, 2.0), U(0.2, 0.8), x0, y0, U(-0.6, 0.6), U(0, math.pi))
     return vol.clamp(0, 1).to(torch.float32)[None, None]
+
+
+def _paint_rectangles(params: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Sum rotated-rectangle indicators. ``params``: (N, K, 6) = value, half-width, half-height, x0, y0, angle."""
+    x, y = _grid(shape)
+    x, y = x.to(params.dtype), y.to(params.dtype)
+    v, a, b, x0, y0, phi = (params[..., i, None, None] for i in range(6))
+    c, s = torch.cos(phi), torch.sin(phi)
+    dx, dy = x - x0, y - y0
+    inside = ((c * dx + s * dy).abs() <= a) & ((-s * dx + c * dy).abs() <= b)
+    return (v * inside).sum(dim=1)
+
+
+def shapes(n: int, size: int | tuple[int, int] = 64, seed: int | None = 0, k_max: int = 48,
+           generator: torch.Generator | None = None) -> Tensor:
+    """``n`` random-shape phantoms, values in [0, 1], ``(n, 1, H, W)``: a broader family than :func:`ellipses`.
+
+    Each phantom is a sum of ``k`` shapes, ``k`` log-uniform in ``[4, k_max]``, each an ellipse or a
+    rotated rectangle (1 in 3) anywhere in the field of view, with a log-uniform size in ``[0.02, 0.8]``
+    (half-axes, in units of half the field of view), aspect ratio up to 8, and a signed value
+    uniform in ``[-0.4, 0.8]``; half of them sit on a uniform background in ``[0, 0.4]``. The sum is
+    clipped to [0, 1]. No body outline, no head-like layout: used, mixed with :func:`ellipses`, to
+    train a prior that is not tied to one generator's look.
+
+    >>> shapes(3, 32, seed=1).shape
+    torch.Size([3, 1, 32, 32])
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1:
+        raise ValueError(f"k_max: expected a positive int, got {k_max!r}")
+    h, w = _check_size("size", size, 2)
+    g = generator if generator is not None else torch.Generator().manual_seed(0 if seed is None else int(seed))
+
+    def U(lo, hi, *shape):
+        return lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=torch.float64)
+
+    k = torch.exp(U(math.log(min(4, k_max)), math.log(k_max + 1), n)).floor().clamp(1, k_max)
+    used = torch.arange(k_max)[None] < k[:, None]
+    a = torch.exp(U(math.log(0.02), math.log(0.8), n, k_max))
+    b = a * torch.exp(U(-math.log(8), math.log(8), n, k_max)).clamp(max=1.0 / a.clamp_min(1e-3))
+    v = torch.where(used, U(-0.4, 0.8, n, k_max), torch.zeros(n, k_max, dtype=torch.float64))
+    p = torch.stack([v, a, b.clamp(0.01, 1.0), U(-0.9, 0.9, n, k_max), U(-0.9, 0.9, n, k_max),
+                     U(0, math.pi, n, k_max)], -1)
+    rect = torch.rand(n, k_max, generator=g) < 1 / 3
+    img = _paint_ellipses(torch.where(rect[..., None], 0.0, p), (h, w)) + \
+        _paint_rectangles(torch.where(rect[..., None], p, 0.0), (h, w))
+    background = torch.where(torch.rand(n, generator=g) < 0.5, U(0, 0.4, n), torch.zeros(n, dtype=torch.float64))
+    return (img + background[:, None, None]).clamp(0, 1).to(torch.float32)[:, None]

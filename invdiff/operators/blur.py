@@ -31,6 +31,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.device import place
 from invdiff.operators._checked import CheckedOperator
 from invdiff.validate import check_img_size, check_noise_std
 
@@ -105,12 +106,14 @@ class Blur(CheckedOperator, dinv.physics.BlurFFT):
     torch.Size([1, 1, 32, 32])
     """
 
-    def __init__(self, img_size, kernel: str | Tensor = "gaussian", kernel_std: float = 2.0, noise_std: float = 0.0):
+    def __init__(self, img_size, kernel: str | Tensor = "gaussian", kernel_std: float = 2.0, noise_std: float = 0.0,
+                 device: str | torch.device | None = None):
         size = check_img_size(img_size, ndims=(3,))
         noise_std = check_noise_std(noise_std)
         k = _kernel_from_arg(size, kernel, kernel_std)
         super().__init__(img_size=size, filter=k, noise_model=dinv.physics.GaussianNoise(sigma=noise_std))
         self.img_size = size
+        place(self, device)
 
     def A_dagger(self, y: Tensor, reg: float | None = None, **kwargs) -> Tensor:
         """Tikhonov inverse ``V diag(s / (s^2 + reg)) U^T y``; ``reg=None``: ``20 noise_std^2``.

@@ -34,8 +34,13 @@ Backends:
 * ``"astra"`` (default): ASTRA's CPU projectors (``linear`` (Joseph) for parallel beam,
   ``strip`` for fan beam; ``projector="line"`` is a faster fan-beam choice, 1-5 % away from the
   torch backend on small slices), exactly matched ``A`` / ``A^T``, joined to autograd by
-  :class:`invdiff.operators.functional.astra_ct.AstraProject`. Runs on the CPU in float32 whatever
-  the input's device and dtype; results come back on the input's device and dtype.
+  :class:`invdiff.operators.functional.astra_ct.AstraProject`, in float32 whatever the input's
+  dtype; results come back on the input's device and dtype. CUDA tensors go to ASTRA's GPU
+  projector (``cuda``, matched but not exactly transposed ``A^T``) when ASTRA was built with CUDA
+  (:func:`invdiff.operators.functional.astra_cuda.astra_mode`), and through the CPU otherwise;
+  CPU tensors always take the CPU projectors, so CPU results do not depend on a GPU being present.
+  True 3D geometries (cone beam, ``parallel3d``) are :class:`invdiff.operators.CT3D` (CUDA only);
+  :meth:`CT.from_astra` returns one for ASTRA's 3D dictionaries.
 * ``"torch"``: deepinv's :class:`deepinv.physics.Tomography` (bilinear ray sampling, exact adjoint
   by autograd), on the input's device, in float32, differentiable to any order. The slice is
   zero-padded to a square so that its centre is the rotation axis; the fan-beam sinogram is weighted
@@ -64,6 +69,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from invdiff.device import place
 from invdiff.validate import (check_img_size, check_input, check_noise_std, check_positive_float,
                               check_positive_int)
 from invdiff.operators.functional.astra_ct import (
@@ -154,6 +160,10 @@ class CT(dinv.physics.LinearPhysics):
         ``(D_s + D_d) / D_s`` for fan beam).
     projector : {"linear", "line", "strip"}, optional
         ASTRA projector (default ``"linear"`` for parallel, ``"strip"`` for fan beam); astra backend only.
+        On CUDA tensors with an ASTRA built with CUDA, ASTRA's GPU projector ``cuda`` runs instead
+        (:mod:`invdiff.operators.functional.astra_cuda`); CPU tensors always take this one.
+    device : str or torch.device, optional
+        Where the operator's tensors live (``None``: the CPU; ``.to(device)`` later does the same).
 
     Examples
     --------
@@ -184,6 +194,7 @@ class CT(dinv.physics.LinearPhysics):
         detector_distance: float | None = None,
         detector_spacing: float | None = None,
         projector: str | None = None,
+        device: str | torch.device | None = None,
     ):
         size = check_img_size(img_size)
         H, W = size[-2:]
@@ -232,6 +243,7 @@ class CT(dinv.physics.LinearPhysics):
 
         noise_model = _noise_model(noise_std, photon_count, 1.0 / max(H, W) if mu is None else mu, mu)
         self._setup(size, Geometry2D(H, W, theta, n, d, Ds, Dd), backend, projector, noise_model)
+        place(self, device)
 
     def _setup(self, size: tuple, geom: Geometry2D, backend: str, projector: str | None, noise_model) -> None:
         super().__init__(img_size=size, noise_model=noise_model)
@@ -247,7 +259,7 @@ class CT(dinv.physics.LinearPhysics):
     @classmethod
     def from_astra(cls, proj_geom: Mapping, vol_geom: Mapping, slices: int | None = None, channels: int = 1,
                    noise_std: float = 0.0, photon_count: float | None = None, mu: float | None = None,
-                   projector: str | None = None) -> "CT":
+                   projector: str | None = None, device: str | torch.device | None = None) -> "CT":
         """The operator of ASTRA's own 2D geometry dictionaries, in their physical units.
 
         ``vol_geom`` (``astra.create_vol_geom(H, W, min_x, max_x, min_y, max_y)``) sets the slice and
@@ -285,6 +297,13 @@ class CT(dinv.physics.LinearPhysics):
         """
         from invdiff.operators.functional.astra_geometry import geometry_from_astra
 
+        if isinstance(vol_geom, Mapping) and "GridSliceCount" in vol_geom:  # a true 3D geometry: CUDA only
+            from invdiff.operators.ct3d import CT3D
+
+            if slices is not None or photon_count is not None or mu is not None or projector is not None:
+                raise ValueError("vol_geom: a 3D geometry (GridSliceCount) takes no slices, photon_count, mu or "
+                                 "projector; expected only channels, noise_std and device")
+            return CT3D.from_astra(proj_geom, vol_geom, channels=channels, noise_std=noise_std, device=device)
         geom = geometry_from_astra(proj_geom, vol_geom)
         H, W = geom.image_shape
         size = (check_positive_int("channels", channels), H, W) if slices is None else \
@@ -299,7 +318,7 @@ class CT(dinv.physics.LinearPhysics):
         noise_model = _noise_model(check_noise_std(noise_std), photon_count, default_mu if mu is None else mu, mu)
         op = cls.__new__(cls)
         op._setup(size, geom, "astra", projector, noise_model)
-        return op
+        return place(op, device)
 
     # -- geometry --------------------------------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.device import place
 from invdiff.operators._checked import CheckedOperator
 from invdiff.validate import check_img_size, check_noise_std
 
@@ -92,7 +93,8 @@ class Inpainting(CheckedOperator, dinv.physics.Inpainting):
     True
     """
 
-    def __init__(self, img_size, mask: float | Tensor = 0.5, noise_std: float = 0.0, seed: int | None = None):
+    def __init__(self, img_size, mask: float | Tensor = 0.5, noise_std: float = 0.0, seed: int | None = None,
+                 device: str | torch.device | None = None):
         size = check_img_size(img_size)
         noise_std = check_noise_std(noise_std)
         super().__init__(
@@ -101,3 +103,4 @@ class Inpainting(CheckedOperator, dinv.physics.Inpainting):
             noise_model=dinv.physics.GaussianNoise(sigma=noise_std),
         )
         self.img_size = size
+        place(self, device)

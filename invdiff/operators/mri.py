@@ -39,6 +39,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.device import place
 from invdiff.validate import check_img_size, check_input, check_interval, check_noise_std
 from invdiff.operators.functional.fft import fft2c, from_complex, ifft2c, to_complex
 from invdiff.operators.functional.mri_masks import equispaced_mask, poisson_mask, random_mask
@@ -161,6 +162,7 @@ class MRI(dinv.physics.LinearPhysics):
         coil_maps: Tensor | None = None,
         noise_std: float = 0.0,
         seed: int | None = None,
+        device: str | torch.device | None = None,
     ):
         size = check_img_size(img_size)
         if size[0] not in (1, 2):
@@ -181,6 +183,7 @@ class MRI(dinv.physics.LinearPhysics):
             self.register_buffer("coil_norm", (S.abs() ** 2).sum(0))  # sum_c |S_c|^2, for A_dagger
         coils = () if S is None else (S.shape[0],)
         self.meas_size = (2, *coils, *size[1:])
+        place(self, device)
 
     @property
     def noise_std(self) -> float:

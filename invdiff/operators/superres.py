@@ -25,6 +25,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.device import place
 from invdiff.operators._checked import CheckedOperator
 from invdiff.validate import check_img_size, check_noise_std
 
@@ -73,7 +74,7 @@ class SuperResolution(CheckedOperator, dinv.physics.DecomposablePhysics):
     (torch.Size([1, 1, 8, 8]), True)
     """
 
-    def __init__(self, img_size, factor: int = 4, noise_std: float = 0.0):
+    def __init__(self, img_size, factor: int = 4, noise_std: float = 0.0, device: str | torch.device | None = None):
         size = check_img_size(img_size, ndims=(3,))
         noise_std = check_noise_std(noise_std)
         f = _check_factor(factor, size)
@@ -85,6 +86,7 @@ class SuperResolution(CheckedOperator, dinv.physics.DecomposablePhysics):
         self.factor = f
         self.meas_size = (C, H // f, W // f)
         self.register_buffer("Q", torch.kron(dct_matrix(f), dct_matrix(f)).to(torch.float32))  # (f^2, f^2)
+        place(self, device)
 
     # SVD factors -------------------------------------------------------------------------
     def V_adjoint(self, x: Tensor) -> Tensor:

@@ -28,6 +28,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.device import place
 from invdiff.utils import as_sigma, check_finite
 
 _LOG2PI = math.log(2 * math.pi)
@@ -62,6 +63,8 @@ class GaussianMixturePrior(dinv.models.Denoiser):
     data_range : tuple of float, optional
         Intensity range used by solvers that clip (``None``: no clipping, the default, since a
         Gaussian has unbounded support).
+    device : str or torch.device, optional
+        Where its buffers live (``None``: the CPU; solvers move it to the measurement's device).
 
     Example
     -------
@@ -73,7 +76,7 @@ class GaussianMixturePrior(dinv.models.Denoiser):
     """
 
     def __init__(self, means, stds, weights=None, sigma_min: float | None = None, sigma_max: float | None = None,
-                 data_range: tuple[float, float] | None = None):
+                 data_range: tuple[float, float] | None = None, device: str | torch.device | None = None):
         super().__init__()
         m = _as_float64("means", means)
         if m.ndim < 2:
@@ -109,6 +112,7 @@ class GaussianMixturePrior(dinv.models.Denoiser):
         self.sigma_min = 0.002 if sigma_min is None else float(sigma_min)
         self.sigma_max = float(sigma_max)
         self.data_range = None if data_range is None else tuple(float(v) for v in data_range)
+        place(self, device)
 
     # ---------------------------------------------------------------- basic properties
     @property

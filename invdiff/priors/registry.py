@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from invdiff.device import check_device
 from invdiff.priors.adapters import adm, ncsnpp
 from invdiff.priors.adapters import diffusers as diffusers_adapter
 from invdiff.priors.adapters import monai as monai_adapter
@@ -72,6 +73,8 @@ def load(name_or_path: str | os.PathLike, arch: str | None = None, device: str |
     """
     if arch is not None and arch not in ARCHS:
         raise ValueError(f"arch: expected one of {list(ARCHS)} or None, got {arch!r}")
+    if check_device(device) is None:  # a bad device fails before any file is read
+        raise TypeError("device: expected a torch device such as 'cpu' or 'cuda' where the network goes, got None")
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path: expected an embedded prior's name or a path, got {type(name_or_path).__name__}")
     path = Path(name_or_path)

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from invdiff.device import check_device
+
 PSEUDO_INVERSES = {"fbp", "zerofilled", "zero-filled", "zero_filled"}
 
 DEFAULT_PRIOR = "phantom-ct-64"  # the shipped 2D prior; volumes go through it slice by slice
@@ -44,11 +46,13 @@ def load_prior(spec: str | None, device: str = "cpu"):
     return priors.load(spec, device=device)
 
 
-def make_solver(name: str, prior: str | None = None, steps: int | None = None, device: str = "cpu"):
+def make_solver(name: str, prior: str | None = None, steps: int | None = None, device: str = "cpu",
+                spacing: tuple[float, float, float] | None = None):
     """Instantiate the solver ``name`` with its class defaults (the presets of :mod:`invdiff.solvers.presets`).
 
     ``steps`` goes to the solver's ``steps=`` (diffusion) or ``iters=`` (TV, CG); the prior is loaded
-    only for solvers that need one (``needs_prior``).
+    only for solvers that need one (``needs_prior``). ``spacing`` (voxel sizes ``(dz, dy, dx)``) goes to
+    solvers that take one (DiffusionMBIR: it sets the TV-along-z weight) and is ignored by the others.
     """
     from invdiff.solvers import get_solver
 
@@ -62,6 +66,10 @@ def make_solver(name: str, prior: str | None = None, steps: int | None = None, d
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected a positive integer, got {steps!r}")
         kw = {"steps": steps} if "steps" in params else {"iters": steps} if "iters" in params else {}
+    if "device" in params:
+        kw["device"] = device  # the solver computes there (invdiff.device): y, operator and prior go there
+    if spacing is not None and "spacing" in params:
+        kw["spacing"] = spacing
     if getattr(cls, "needs_prior", True):
         return cls(load_prior(prior, device), **kw)
     return cls(**kw)
@@ -114,6 +122,15 @@ def _as_operator_input(x: Tensor, path: Path) -> Tensor:
         return x
     raise ValueError(f"{path}: expected an image (H, W), a volume (D, H, W) or a batch (B, C, [D,] H, W), "
                      f"got shape {tuple(x.shape)}")
+
+
+def volume_spacing(meta: dict, xb: Tensor) -> tuple[float, float, float] | None:
+    """The voxel sizes ``(dz, dy, dx)`` of a volume input ``(B, C, D, H, W)`` from its file (``meta["spacing"]``:
+    NIfTI header zooms, DICOM slice step and PixelSpacing); ``None`` for images or files that state none."""
+    spacing = meta.get("spacing")
+    if xb.ndim != 5 or spacing is None or len(spacing) < 3:
+        return None
+    return tuple(float(v) for v in tuple(spacing)[-3:])  # type: ignore[return-value]
 
 
 def output_meta(meta: dict, out: Path) -> dict:
@@ -187,7 +204,8 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
         Measured data: data units per prior unit, noise std in the data's units (default: the
         file's, else estimated) and, for k-space, ``"magnitude"``, ``"complex"`` or ``"auto"``.
     seed, device, progress
-        Seed of the noise, masks and sampler; torch device; a progress bar.
+        Seed of the noise, masks and sampler; the torch device the solver, operator and prior run on
+        (``"cpu"``, ``"cuda"``, ``"cuda:1"``; see :mod:`invdiff.device`); a progress bar.
     echo
         Receives the lines ``invdiff reconstruct`` prints (a description, the scores, ``wrote OUT``).
 
@@ -200,6 +218,7 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
     """
     from invdiff import data, operators
 
+    check_device(device)  # a bad or absent device fails before any work, naming `device`
     path, out = Path(input), Path(out)
     if not (path.is_file() or path.is_dir()):  # checked before the heavy work: a typo fails at once
         raise FileNotFoundError(f"{path}: input file not found" if not path.exists()
@@ -242,7 +261,7 @@ def reconstruct_file(input: str | os.PathLike, out: str | os.PathLike, *, solver
         if operator not in ("ct", "mri"):
             raise ValueError(f"operator: expected 'ct' or 'mri', got {operator!r}")
         xb = _as_operator_input(x, path).to(device)
-        sol = make_solver(solver, prior, steps, device)
+        sol = make_solver(solver, prior, steps, device, spacing=volume_spacing(meta, xb))
         to_prior, from_prior, how = intensity_map(xb, getattr(sol, "prior", None))
         if how:
             echo(f"invdiff reconstruct: {path.name}: intensity: {how}")

@@ -118,6 +118,11 @@ class AFDPS(EnsembleSampler):
     cg_iters, cg_tol : int, float
         Conjugate-gradient budget of the Gaussian steps.
 
+    split_particles : bool
+        When torch.distributed is initialised (``torchrun``), split each ensemble's particles over the ranks
+        (:mod:`invdiff.distributed.particles`; ``particles`` a multiple of the world size; every rank passes the
+        same ``y`` and ``seed`` and gets the whole result). ``False``: each rank runs its own whole ensembles.
+
     Examples
     --------
     >>> import torch, deepinv as dinv
@@ -135,9 +140,10 @@ class AFDPS(EnsembleSampler):
     def __init__(self, prior, particles: int = 16, steps: int = 200, proposal: str = "gaussian",
                  ess_threshold: float = 0.5, prior_std: float | str = "auto", noise_std: float | None = None,
                  sigma_min: float | None = None, sigma_max: float | None = None, rho: float = 7.0,
-                 cg_iters: int = 50, cg_tol: float = 1e-10, device: str | torch.device = "cpu"):
+                 cg_iters: int = 50, cg_tol: float = 1e-10, device: str | torch.device | None = None,
+                 split_particles: bool = True):
         super().__init__(prior, particles, steps, ess_threshold, noise_std, sigma_min, sigma_max, rho, cg_iters,
-                         cg_tol, device)
+                         cg_tol, device, split_particles)
         if proposal not in _PROPOSALS:
             raise ValueError(f"proposal: expected one of {_PROPOSALS}, got {proposal!r}")
         self.proposal = proposal
@@ -152,7 +158,7 @@ class AFDPS(EnsembleSampler):
         dt, dev = torch.float64, ctx.yN.device
         zero = torch.zeros(B * N, *ctx.img, dtype=dt, device=dev)
         R2 = self.sigma_max**2 + self.prior_std**2
-        st = AFDPSState(x=sum(ctx.gs.draw(zero, ctx.yN, ctx.yN, R2, 1.0, ctx.s2, ctx.g)),  # Stage I: exact start
+        st = AFDPSState(x=sum(ctx.gs.draw(zero, ctx.yN, ctx.yN, R2, 1.0, ctx.s2, ctx.rng)),  # Stage I: exact start
                         log_w=torch.zeros(B, N, dtype=dt, device=dev))
         c = torch.full((B,), self.prior_std**2, dtype=dt, device=dev).sqrt()
         for k in tqdm(range(self.steps), disable=not progress, desc="AFDPS"):
@@ -169,16 +175,16 @@ class AFDPS(EnsembleSampler):
                 st.log_w = st.log_w + inc.reshape(B, N)
             # 3. resample
             st.log_w, ess_k, do, (st.x, x0_hat, log_tilt, m_next) = self._resample(st.log_w, ctx.g, st.x, x0_hat,
-                                                                                   log_tilt, m_next)
+                                                                                   log_tilt, m_next, split=ctx.split)
             ctx.record(k, sigma, st.x, x0_hat, st.log_w, ess_k, do, c)
             # 4. move; fresh noise after resampling, so that copies of a particle part ways
             if sigma_next == 0:  # deterministic Tweedie step, reweighted by the exact likelihood
                 st.x = x0_hat
                 st.log_w = st.log_w + (ctx.log_lik(st.x) - log_tilt).reshape(B, N)
             elif self.proposal == "gaussian":
-                st.x = m_next + ctx.gs.noise(st.x, ctx.yN, kappa * h, 1.0, ctx.s2, ctx.g)
+                st.x = m_next + ctx.gs.noise(st.x, ctx.yN, kappa * h, 1.0, ctx.s2, ctx.rng)
             else:
-                st.x = m_next + math.sqrt(h) * torch.randn(st.x.shape, generator=ctx.g, dtype=dt, device=dev)
+                st.x = m_next + math.sqrt(h) * ctx.randn(st.x)
             self.check_iterate("x", st.x, k)
         return st.x, st.log_w
 

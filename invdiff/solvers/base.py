@@ -9,6 +9,7 @@ returns a :class:`Reconstruction`; ``solver(y, op)`` returns the mean, as deepin
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.device import check_device, move_module, same_device, to_device
 from invdiff.priors.slice import SliceDenoiser
 from invdiff.solvers.presets import SIGMA_MAX, SIGMA_MIN
 from invdiff.solvers.schedules import vp_chain_sigmas
@@ -61,11 +63,50 @@ def sigma_range(prior, sigma_min: float | None = None, sigma_max: float | None =
 
 
 def make_generator(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed`` (``None``: 0); a given generator must live on ``device``."""
     if isinstance(seed, torch.Generator):
+        if not same_device(torch.device(seed.device), torch.device(device)):
+            raise ValueError(f"seed: a torch.Generator on {seed.device} cannot draw on {device}, where the solver "
+                             f"computes; expected an int seed or a generator made with torch.Generator(device='{device}')")
         return seed
     g = torch.Generator(device=device)
     g.manual_seed(0 if seed is None else int(seed))
     return g
+
+
+def _to_home(r: Reconstruction, home: torch.device) -> Reconstruction:
+    """``r`` with its tensors (``info``'s too) on ``home``."""
+    move = lambda t: to_device(t, home) if isinstance(t, Tensor) else t  # noqa: E731
+    r.mean, r.samples, r.std = move(r.mean), move(r.samples), move(r.std)
+    r.info = {k: move(v) for k, v in r.info.items()}
+    return r
+
+
+def _placed(reconstruct: Callable) -> Callable:
+    """Wrap a ``reconstruct`` method with the device rule of :mod:`invdiff.device`.
+
+    The solver computes on ``self.device``, or on ``y``'s device when that is ``None``: ``y`` is
+    copied there, the operator and the prior are moved there in place (``.to``), and the result
+    comes back on ``y``'s own device. A subclass's ``reconstruct`` that calls ``super().reconstruct``
+    is placed once, by the outermost call.
+    """
+    @functools.wraps(reconstruct)
+    def placed(self, y, op, *args, **kwargs):
+        if getattr(self, "_placing", False) or not torch.is_tensor(y):
+            return reconstruct(self, y, op, *args, **kwargs)
+        home = y.device
+        dev = getattr(self, "device", None) or home
+        y = to_device(y, dev)
+        move_module(op, dev)
+        move_module(getattr(self, "prior", None), dev)
+        self._placing = True
+        try:
+            r = reconstruct(self, y, op, *args, **kwargs)
+        finally:
+            self._placing = False
+        return _to_home(r, home) if isinstance(r, Reconstruction) else r
+
+    return placed
 
 
 class Solver(dinv.models.Reconstructor):
@@ -74,14 +115,25 @@ class Solver(dinv.models.Reconstructor):
     ``_sample`` gets ``y`` already repeated ``n_samples`` times along the batch dimension (unless
     the subclass sets ``batch_samples = False``) and returns reconstructions of the same batch size.
     It calls the prior through :meth:`denoise` so that network calls are counted.
+
+    Device (:mod:`invdiff.device`): ``device=None`` (the default) computes on the measurement's
+    device; an explicit ``device`` copies ``y`` there and moves the operator and the prior there in
+    place. Either way the result comes back on ``y``'s device, and every tensor the solver makes is
+    made on the device it computes on. A bad ``device`` fails at construction, naming ``device``.
     """
 
     batch_samples = True  # repeat y along the batch to draw n_samples at once
     needs_prior = True  # False for the classical baselines (invdiff.reconstruct then passes no prior)
     chunk: int | None = None  # slices per network call when volumes go through the 2D prior slice by slice
 
-    def __init__(self, prior=None, device: str | torch.device = "cpu"):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "reconstruct" in cls.__dict__:  # every override of reconstruct follows the device rule
+            cls.reconstruct = _placed(cls.__dict__["reconstruct"])
+
+    def __init__(self, prior=None, device: str | torch.device | None = None):
         super().__init__()
+        self.device = check_device(device)
         self.prior = check_prior(prior) if prior is not None else None
         self.nfe = 0
         self.info: dict = {}
@@ -187,6 +239,8 @@ class Solver(dinv.models.Reconstructor):
         std = samples.std(0) if n_samples > 1 else None
         return Reconstruction(mean=mean, samples=samples, std=std, nfe=self.nfe, seconds=seconds, info=dict(self.info))
 
+    reconstruct = _placed(reconstruct)
+
     def forward(self, y: Tensor, physics, **kwargs) -> Tensor:
         kwargs.setdefault("progress", False)
         return self.reconstruct(y, physics, **kwargs).mean
@@ -201,7 +255,7 @@ class VPChainSolver(Solver):
     """
 
     def __init__(self, prior, steps: int, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device | None = None):
         super().__init__(check_prior(prior), device=device)
         self.steps = check_positive_int("steps", steps)
         self.T, self.beta_start, self.beta_end = check_vp_chain(T, beta_start, beta_end)

@@ -31,7 +31,7 @@ class _Baseline(Solver):
 
     needs_prior = False
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    def __init__(self, device: str | torch.device | None = None):
         super().__init__(prior=None, device=device)
 
     def reconstruct(self, y: Tensor, op, n_samples: int = 1, seed: int | torch.Generator | None = 0,
@@ -89,7 +89,7 @@ class CG(_Baseline):
     torch.Size([1, 1, 8, 8])
     """
 
-    def __init__(self, iters: int = 50, damping: float = 0.0, tol: float = 1e-6, device: str | torch.device = "cpu"):
+    def __init__(self, iters: int = 50, damping: float = 0.0, tol: float = 1e-6, device: str | torch.device | None = None):
         super().__init__(device=device)
         self.iters = check_positive_int("iters", iters)
         self.damping = check_positive_float("damping", damping, allow_zero=True)
@@ -153,7 +153,7 @@ class TV(_Baseline):
     """
 
     def __init__(self, weight: float | None = None, iters: int = 300, ratio: float = 10.0,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device | None = None):
         super().__init__(device=device)
         self.weight = check_positive_float("weight", resolve("tv", {"weight": weight})["weight"], allow_zero=True)
         self.iters = check_positive_int("iters", iters)

@@ -97,7 +97,7 @@ class DAPS(Solver):
 
     def __init__(self, prior, steps: int | None = None, lambda_: float | None = None, cg_iters: int | None = None,
                  tail_average: int | float | None = None, sigma_min: float | None = None,
-                 noise_std: float | None = None, task: str = "default", device: str | torch.device = "cpu"):
+                 noise_std: float | None = None, task: str = "default", device: str | torch.device | None = None):
         super().__init__(check_prior(prior), device=device)
         kw = resolve("daps", dict(steps=steps, lambda_=lambda_, cg_iters=cg_iters, tail_average=tail_average,
                                   sigma_min=sigma_min), task)

@@ -119,7 +119,7 @@ def _states_zero_noise(op) -> bool:
         if isinstance(model, dinv.physics.ZeroNoise):
             return True
         s = getattr(model, "sigma", None)
-    return s is not None and bool((torch.as_tensor(s) == 0).all())
+    return s is not None and bool((s == 0).all() if torch.is_tensor(s) else s == 0)
 
 
 def _from_config(name: str) -> property:
@@ -276,7 +276,7 @@ class DDS(DDSLoop):
                  gamma: float | None = None, tv_weight: float = 0.0, rho: float = 10.0, schedule: str | None = None,
                  clip_x0: bool = False, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
                  noise_std: float | None = None, tail_average: int | float | None = None, task: str = "default",
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device | None = None):
         super().__init__(check_prior(prior), device=device)
         kw = resolve("dds", dict(steps=steps, eta=eta, cg_iters=cg_iters, schedule=schedule, lambda_=lambda_,
                                  tail_average=tail_average, sigma_min=sigma_min), task)

@@ -80,7 +80,7 @@ class DPS(VPChainSolver):
     """
 
     def __init__(self, prior, steps: int | None = None, step_size: float | None = None, clip_x0: bool = True,
-                 T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, device: str | torch.device = "cpu"):
+                 T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, device: str | torch.device | None = None):
         kw = resolve("dps", {"steps": steps, "step_size": step_size})
         super().__init__(prior, kw["steps"], T, beta_start, beta_end, device=device)
         self.step_size = check_positive_float("step_size", kw["step_size"], allow_zero=True)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from invdiff.solvers.base import sigma_range
 from invdiff.solvers.dds import DDSConfig, DDSLoop, normal_operator
 from invdiff.solvers.presets import PAPER, fill, preset
+from invdiff.solvers.spacing import check_spacing, tv_z_weight
 from invdiff.solvers.tv_z import ADMMTVz
 from invdiff.validate import check_choice, check_positive_float, check_positive_int, check_prior
 
@@ -79,8 +80,10 @@ class DiffusionMBIR(DDSLoop):
     reconstruction with the same data consistency.
 
     Defaults: an argument left at ``None`` takes the tuned preset (:func:`invdiff.solvers.presets.preset`
-    ``("mbir")``, tuned on a 3D CT tuning volume): ``mode="dds", steps=50, tv_weight=0.2, rho=10,
-    gamma=inf, cg_iters=5, eta=0.85``. With ``mode="pc"`` given, the paper's settings fill in instead
+    ``("mbir")``, tuned on isotropic and 4x-thick-slice 3D CT tuning slabs): ``mode="dds", steps=50,
+    tv_weight=0.8, rho=10, gamma=inf, cg_iters=5, eta=0.85``; ``tv_weight`` is the weight at isotropic
+    voxels, scaled by ``sqrt(dy dx) / dz`` when ``spacing`` is given (0.2 for 4x-thick slices). With
+    ``mode="pc"`` given, the paper's settings fill in instead
     (``presets.PAPER["mbir"]``: ``steps=200, tv_weight=0.04, rho=10, cg_iters=1``).
 
     Parameters
@@ -91,9 +94,12 @@ class DiffusionMBIR(DDSLoop):
         Diffusion steps. ``pc``: the paper uses 2000 (two network calls per slice each), default 200;
         ``dds``: 50-100 (preset 50).
     tv_weight : float, optional
-        ``lambda``, weight of ``|D_z x|_1``. The official CT value is 0.04 with ``rho = 10`` for images
-        in [0, 1] and a projector whose ``|A^T A|`` is about 400 (256 x 256, 8 views); the defaults here
-        were tuned on invdiff's CT operator (see :mod:`invdiff.bench.mbir3d`).
+        ``lambda``, weight of ``|D_z x|_1`` for isotropic voxels. With ``spacing`` the weight used is
+        ``tv_weight_z = tv_weight * sqrt(dy dx) / dz`` (:mod:`invdiff.solvers.spacing`: neighbouring
+        slices ``dz`` apart differ ``dz / h`` times as often, so thick slices are tied less). The
+        official CT value is 0.04 with ``rho = 10`` for images in [0, 1] and a projector whose
+        ``|A^T A|`` is about 400 (256 x 256, 8 views); the defaults here were tuned on invdiff's CT
+        operator (see :mod:`invdiff.bench.mbir3d_spacing` and ``benchmarks/TUNING.md``).
     rho : float, optional
         ADMM penalty.
     mode : {"pc", "dds"}, optional
@@ -112,6 +118,10 @@ class DiffusionMBIR(DDSLoop):
         and ``SIGMA_MAX``).
     chunk : int
         Slices per network call.
+    spacing : (dz, dy, dx), optional
+        Voxel sizes in the volume's axis order ``(D, H, W)``, any one unit (``meta["spacing"]`` of
+        :func:`invdiff.data.load` for NIfTI and DICOM; :func:`invdiff.solvers.spacing.spacing_from_affine`
+        from an affine). Sets the TV-along-z weight (see ``tv_weight``); ``None``: isotropic.
 
     Example
     -------
@@ -124,7 +134,8 @@ class DiffusionMBIR(DDSLoop):
                  mode: str | None = None, snr: float = 0.16, cg_iters: int | None = None, eta: float | None = None,
                  gamma: float | None = None, schedule: str = "vp", sigma_min: float | None = None,
                  sigma_max: float | None = None, chunk: int = 16, lambda_: float | None = None,
-                 noise_std: float | None = None, tail_average: int | float = 1, device: str | torch.device = "cpu"):
+                 noise_std: float | None = None, tail_average: int | float = 1,
+                 spacing: tuple[float, float, float] | None = None, device: str | torch.device | None = None):
         super().__init__(check_prior(prior2d), device=device)
         tuned = preset("mbir").params
         self.mode = mode = check_choice("mode", tuned["mode"] if mode is None else mode, MODES)
@@ -136,6 +147,7 @@ class DiffusionMBIR(DDSLoop):
         if (self.lambda_ is not None or self.tail_average > 1) and mode != "dds":
             raise ValueError(f"lambda_, tail_average: only mode='dds' takes them, got mode={mode!r}")
         self.tv_weight = check_positive_float("tv_weight", kw["tv_weight"], allow_zero=True)
+        self.spacing = check_spacing(spacing)
         self.rho = check_positive_float("rho", kw["rho"])
         self.snr = check_positive_float("snr", snr, allow_zero=True)
         self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
@@ -144,6 +156,11 @@ class DiffusionMBIR(DDSLoop):
         if not self.sigma_min < self.sigma_max:
             raise ValueError(f"sigma_min, sigma_max: expected sigma_min < sigma_max, got {lo!r}, {hi!r}")
         self.chunk = check_positive_int("chunk", chunk)
+
+    @property
+    def tv_weight_z(self) -> float:
+        """The weight of ``|D_z x|_1`` used: ``tv_weight * sqrt(dy dx) / dz`` (``tv_weight`` when ``spacing`` is None)."""
+        return tv_z_weight(self.tv_weight, self.spacing)
 
     def _validate(self, y: Tensor, op) -> None:
         img_size = getattr(op, "img_size", None)
@@ -155,7 +172,7 @@ class DiffusionMBIR(DDSLoop):
 
     def _sample(self, y: Tensor, op, generator: torch.Generator, progress: bool,
                 callback: Callable[[dict], None] | None) -> Tensor:
-        admm = ADMMTVz(self.tv_weight, self.rho, self.cg_iters)
+        admm = ADMMTVz(self.tv_weight_z, self.rho, self.cg_iters)
         if self.mode == "dds":
             return self.dds_loop(y, op, admm, generator, progress, callback, desc="DiffusionMBIR-DDS")
         return self._pc_loop(y, op, admm, generator, progress, callback)

@@ -76,7 +76,7 @@ class REDDiff(VPChainSolver):
 
     def __init__(self, prior, steps: int | None = None, lr: float | None = None, lam: float | None = None,
                  noise_std: float | None = None, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device | None = None):
         kw = resolve("reddiff", {"steps": steps, "lr": lr, "lam": lam})
         super().__init__(prior, kw["steps"], T, beta_start, beta_end, device=device)
         self.lr = check_positive_float("lr", kw["lr"])

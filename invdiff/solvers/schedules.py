@@ -25,7 +25,7 @@ def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA
         raise ValueError(f"n: expected at least 1 step, got {n!r}")
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"sigma_min, sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min!r}, {sigma_max!r}")
-    ramp = torch.linspace(0, 1, n, dtype=dtype) if n > 1 else torch.zeros(1, dtype=dtype)
+    ramp = torch.linspace(0, 1, n, dtype=dtype, device="cpu") if n > 1 else torch.zeros(1, dtype=dtype, device="cpu")
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigmas = (hi + ramp * (lo - hi)) ** rho
     return torch.cat([sigmas, sigmas.new_zeros(1)])
@@ -34,7 +34,7 @@ def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA
 def vp_alphas_cumprod(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                       dtype: torch.dtype = torch.float64) -> Tensor:
     """``alpha_bar_t`` of DDPM's linear beta schedule (Ho et al. 2020), ``t = 0 .. T-1``."""
-    betas = torch.linspace(beta_start, beta_end, T, dtype=dtype)
+    betas = torch.linspace(beta_start, beta_end, T, dtype=dtype, device="cpu")
     return torch.cumprod(1 - betas, dim=0)
 
 
@@ -51,7 +51,7 @@ def vp_sigmas(n: int, T: int = 1000, beta_start: float = 1e-4, beta_end: float =
     sig = ((1 - ab) / ab).sqrt()
     if sigma_max is not None:
         sig = sig[sig <= sigma_max]
-    idx = torch.linspace(len(sig) - 1, 0, n, dtype=dtype).round().long()
+    idx = torch.linspace(len(sig) - 1, 0, n, dtype=dtype, device="cpu").round().long()
     return torch.cat([sig[idx], sig.new_zeros(1)])
 
 
@@ -82,10 +82,10 @@ def vp_chain_sigmas(n: int, T: int = 1000, beta_start: float = 1e-4, beta_end: f
     if sigma_max is not None and sigma_max < sig[-1]:
         if sigma_max <= sig[0]:
             raise ValueError(f"sigma_max: {sigma_max!r} is below the chain's smallest noise level {float(sig[0]):.4g}")
-        k = int(torch.searchsorted(sig, torch.tensor(sigma_max, dtype=dtype)))  # sig[k-1] < sigma_max <= sig[k]
+        k = int(torch.searchsorted(sig, torch.tensor(sigma_max, dtype=dtype, device="cpu")))  # sig[k-1] < sigma_max <= sig[k]
         target = -math.log1p(sigma_max**2)  # log alpha_bar at sigma_max
         t_max = (k - 1) + float((target - log_ab[k - 1]) / (log_ab[k] - log_ab[k - 1]))
-    t = torch.linspace(t_max, 0, n, dtype=dtype) if n > 1 else torch.full((1,), t_max, dtype=dtype)
+    t = torch.linspace(t_max, 0, n, dtype=dtype, device="cpu") if n > 1 else torch.full((1,), t_max, dtype=dtype, device="cpu")
     if t_max == T - 1:
         t = t.round()
     lo = t.floor().long().clamp(max=T - 2)

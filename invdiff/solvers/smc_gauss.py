@@ -10,7 +10,8 @@ and its log-normaliser, up to a constant that is the same for all particles, is 
     log Z = -1/2 r^T (S I + a^2 v2 A A^T)^{-1} r = -1/2 [|r|^2 - a <A^T r, mu - m>] / S
 
 ``v2``, ``a``, ``S`` are floats or per-particle ``(n,)`` tensors. Draws use perturb-and-solve:
-``P eps = zeta / sqrt(v2) + a A^T xi / sqrt(S)`` with ``zeta, xi ~ N(0, I)`` gives ``eps ~ N(0, P^{-1})``.
+``P eps = zeta / sqrt(v2) + a A^T xi / sqrt(S)`` with ``zeta, xi ~ N(0, I)`` gives ``eps ~ N(0, P^{-1})``;
+``g`` is a ``torch.Generator`` or per-particle streams (:func:`randn`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def _sqrt(v: Tensor | float) -> Tensor | float:
     return v.sqrt() if torch.is_tensor(v) else math.sqrt(v)
 
 
+def randn(shape, g, like: Tensor) -> Tensor:
+    """Standard normal draws of ``like``'s dtype and device from ``g``: a ``torch.Generator``, or per-row streams
+    (an object with ``randn(shape, dtype, device)``, e.g. :class:`invdiff.distributed.particles.ParticleStreams`)."""
+    if isinstance(g, torch.Generator):
+        return torch.randn(shape, generator=g, dtype=like.dtype, device=like.device)
+    return g.randn(shape, dtype=like.dtype, device=like.device)
+
+
 @dataclass(frozen=True)
 class GaussianSteps:
     """The Gaussian steps for operator ``op``, each solve by ``iters`` CG iterations (tolerance ``tol``)."""
@@ -70,16 +79,14 @@ class GaussianSteps:
 
     def noise(self, like: Tensor, y: Tensor, v2, a, S, g: torch.Generator) -> Tensor:
         """``eps ~ N(0, P^{-1})`` shaped like ``like`` (``y``: a measurement-shaped tensor)."""
-        zeta = torch.randn(like.shape, generator=g, dtype=like.dtype, device=like.device)
-        xi = torch.randn(y.shape, generator=g, dtype=like.dtype, device=like.device)
+        zeta, xi = randn(like.shape, g, like), randn(y.shape, g, like)
         b = zeta / col(_sqrt(v2), like) + col(a / _sqrt(S), like) * self.op.A_adjoint(xi).to(like.dtype)
         return self._cg(self.precision(v2, a, S), b)
 
     def draw(self, m: Tensor, r: Tensor, y: Tensor, v2, a, S, g: torch.Generator) -> tuple[Tensor, Tensor]:
         """Mean and a zero-mean draw of the same step (:meth:`mean`, :meth:`noise`) in one CG."""
         op = self.op
-        zeta = torch.randn(m.shape, generator=g, dtype=m.dtype, device=m.device)
-        xi = torch.randn(y.shape, generator=g, dtype=m.dtype, device=m.device)
+        zeta, xi = randn(m.shape, g, m), randn(y.shape, g, m)
         b_mean = col(a / S, m) * op.A_adjoint(r).to(m.dtype)
         b_noise = zeta / col(_sqrt(v2), m) + col(a / _sqrt(S), m) * op.A_adjoint(xi).to(m.dtype)
         two = (lambda v: torch.cat([v, v]) if torch.is_tensor(v) else v)

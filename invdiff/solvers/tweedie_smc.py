@@ -127,6 +127,11 @@ class SMC(EnsembleSampler):
     cg_iters, cg_tol : int, float
         Conjugate-gradient budget of the Gaussian steps (1-2 iterations suffice for masks).
 
+    split_particles : bool
+        When torch.distributed is initialised (``torchrun``), split each ensemble's particles over the ranks
+        (:mod:`invdiff.distributed.particles`; ``particles`` a multiple of the world size; every rank passes the
+        same ``y`` and ``seed`` and gets the whole result). ``False``: each rank runs its own whole ensembles.
+
     Examples
     --------
     >>> import torch, deepinv as dinv
@@ -155,9 +160,10 @@ class SMC(EnsembleSampler):
     def __init__(self, prior, particles: int = 16, steps: int = 200, tilt: str = "tweedie", proposal: str = "gaussian",
                  ess_threshold: float = 0.5, prior_std: float | str = "auto", noise_std: float | None = None,
                  guidance_scale: float = 1.0, sigma_min: float | None = None, sigma_max: float | None = None,
-                 rho: float = 7.0, cg_iters: int = 50, cg_tol: float = 1e-10, device: str | torch.device = "cpu"):
+                 rho: float = 7.0, cg_iters: int = 50, cg_tol: float = 1e-10, device: str | torch.device | None = None,
+                 split_particles: bool = True):
         super().__init__(prior, particles, steps, ess_threshold, noise_std, sigma_min, sigma_max, rho, cg_iters,
-                         cg_tol, device)
+                         cg_tol, device, split_particles)
         if tilt != "tweedie":
             raise ValueError(f"tilt: expected 'tweedie' (or 'particle', an alias of AFDPS), got {tilt!r}")
         if proposal not in _PROPOSALS:
@@ -174,7 +180,7 @@ class SMC(EnsembleSampler):
     def _loop(self, ctx: Context, sigmas: Tensor, progress: bool, B: int, N: int) -> tuple[Tensor, Tensor]:
         """Start ``N(0, sigma_max^2 I)``; per step 1. tilt, 2. weight of the move just made, 3. resample, 4. move."""
         dt, dev = torch.float64, ctx.yN.device
-        st = TweedieState(x=self.sigma_max * torch.randn(B * N, *ctx.img, generator=ctx.g, dtype=dt, device=dev),
+        st = TweedieState(x=self.sigma_max * ctx.randn(torch.empty(B * N, *ctx.img, dtype=dt, device=dev)),
                           log_w=torch.zeros(B, N, dtype=dt, device=dev),
                           c2=torch.full((B,), self.prior_std**2, dtype=dt, device=dev))
         for k in tqdm(range(self.steps), disable=not progress, desc="SMC (tweedie tilt)"):
@@ -189,7 +195,7 @@ class SMC(EnsembleSampler):
             st.log_w = st.log_w + inc.reshape(B, N)
             # 3. resample
             st.log_w, ess_k, do, (st.x, x0_hat, log_tilt, grad) = self._resample(st.log_w, ctx.g, st.x, x0_hat,
-                                                                                 log_tilt, grad)
+                                                                                 log_tilt, grad, split=ctx.split)
             ctx.record(k, sigma, st.x, x0_hat, st.log_w, ess_k, do, st.c2.sqrt())
             # 4. move to sigma_{k+1}
             if sigma_next == 0:  # deterministic Tweedie step, reweighted by the exact likelihood
@@ -213,8 +219,8 @@ class SMC(EnsembleSampler):
                 # 1a. c^2 from the last move: A (x0_hat - x0_prev) ~ J A eps, J = c^2 / (c^2 + sigma^2)
                 Ae = op.A(st.eps).to(dt)
                 B = st.c2.shape[0]
-                num = dot(op.A(x0_hat.detach() - st.x0_prev).to(dt), Ae).reshape(B, N).sum(1)
-                J = (num / sqnorm(Ae).reshape(B, N).sum(1).clamp_min(1e-300)).clamp(1e-8, 1 - 1e-8)
+                num = ctx.ensemble_sum(dot(op.A(x0_hat.detach() - st.x0_prev).to(dt), Ae), B)  # over all ranks
+                J = (num / ctx.ensemble_sum(sqnorm(Ae), B).clamp_min(1e-300)).clamp(1e-8, 1 - 1e-8)
                 st.c2 = sigma**2 * J / (1 - J)
             c2r = st.c2.repeat_interleave(N)
             tau2 = sigma**2 * c2r / (sigma**2 + c2r)  # Cov(x0 | x_k) ~ tau_k^2 I
@@ -232,21 +238,20 @@ class SMC(EnsembleSampler):
     def _move(self, ctx: Context, st: TweedieState, x0_hat: Tensor, tau2: Tensor, grad: Tensor | None,
               h: float, kappa: float) -> None:
         """4. ``x_k -> x_{k+1}`` by the proposal; stores what the next step's weight needs in ``st``."""
-        op, yN, g, dt, x = ctx.op, ctx.yN, ctx.g, torch.float64, st.x
+        op, yN, dt, x = ctx.op, ctx.yN, torch.float64, st.x
         m = x0_hat + kappa * (x - x0_hat)  # E[x_{k+1} | x_k]
         v2 = kappa * h + (1 - kappa) ** 2 * tau2  # Var(x_{k+1} | x_k) with Cov(x0 | x_k) = tau_k^2 I
         if self.proposal == "gaussian":
             # z ~ N(x0_hat, tau_k^2 I) N(y; A z, s^2 I), then the bridge x' ~ N((1 - kappa) z + kappa x_k, kappa h I)
-            mu_z, eps_z = ctx.gs.draw(x0_hat, yN - op.A(x0_hat).to(dt), yN, tau2, 1.0, ctx.s2, g)
-            st.eps = (1 - kappa) * eps_z + math.sqrt(kappa * h) * torch.randn(x.shape, generator=g, dtype=dt,
-                                                                              device=x.device)
+            mu_z, eps_z = ctx.gs.draw(x0_hat, yN - op.A(x0_hat).to(dt), yN, tau2, 1.0, ctx.s2, ctx.rng)
+            st.eps = (1 - kappa) * eps_z + math.sqrt(kappa * h) * ctx.randn(x)
             st.x = (1 - kappa) * mu_z + kappa * x + st.eps
             # log p_u - log r = log y~_k(x_k) - log y~lin(x'); x0 | x' ~ N(x0_hat + a (x' - m), t2 I)
             a = (1 - kappa) * tau2 / v2
             st.t2 = tau2 * kappa * h / v2
             st.r_lin = yN - op.A(x0_hat + col(a, st.x) * (st.x - m)).to(dt)  # its quadratic form: next step
         else:
-            st.eps = col(v2.sqrt(), x) * torch.randn(x.shape, generator=g, dtype=dt, device=x.device)
+            st.eps = col(v2.sqrt(), x) * ctx.randn(x)
             delta = self.guidance_scale * h * grad if grad is not None else torch.zeros_like(m)
             st.x = m + delta + st.eps
             st.log_kernel = (sqnorm(st.eps) - sqnorm(st.eps + delta)) / (2 * v2)  # log p_u - log r(x' | x_k)

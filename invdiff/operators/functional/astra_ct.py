@@ -26,11 +26,12 @@ tests check against deepinv's ``Tomography`` (same ``theta`` in degrees for para
 ``theta + 90`` degrees for its fan beam).
 
 ASTRA's CPU projectors compute ``A`` (forward projection) and ``A^T`` (back-projection) with the
-same weights, so they are exact adjoints of each other. :class:`AstraProject` and
+same weights, so they are exact adjoints of each other. CUDA tensors go to ASTRA's GPU projector
+instead when ASTRA has CUDA (:mod:`invdiff.operators.functional.astra_cuda`; the CPU path is unchanged). :class:`AstraProject` and
 :class:`AstraBackproject` are ``torch.autograd.Function`` s whose backward passes apply the other
 one (``d/dx <g, A x> = A^T g``), so gradients of any order flow through them. Only ASTRA's 2D
-calls are used: its 3D calls need a GPU and abort the process without one; volumes are handled
-slice by slice. Each call creates one projector and deletes it when done (about 1 ms, small against
+calls are used here: its 3D calls need a GPU and abort the process without one; volumes are handled
+slice by slice (true 3D geometries: :class:`invdiff.operators.CT3D`, CUDA only). Each call creates one projector and deletes it when done (about 1 ms, small against
 the projection itself; nothing is left to free, and operators can be copied or pickled safely).
 """
 
@@ -43,6 +44,8 @@ import astra
 import numpy as np
 import torch
 from torch import Tensor
+
+from invdiff.operators.functional.astra_cuda import astra_mode, cuda2d_apply
 
 PROJECTORS = ("linear", "line", "strip")
 
@@ -152,14 +155,19 @@ def astra_geometries(geometry: Geometry2D) -> tuple[dict, dict]:
 
 
 def _astra_apply(z: Tensor, geometry: Geometry2D, projector: str, adjoint: bool) -> Tensor:
-    """``A z`` (``(N, H, W) -> (N, K, n)``) or ``A^T z`` (``(N, K, n) -> (N, H, W)``) with ASTRA on the CPU.
+    """``A z`` (``(N, H, W) -> (N, K, n)``) or ``A^T z`` (``(N, K, n) -> (N, H, W)``) with ASTRA.
 
-    Computes in float32 (ASTRA's precision) on contiguous CPU tensors, which ASTRA reads and writes
-    in place (DLPack, no copies); the result goes back to ``z``'s device and dtype.
+    A CUDA tensor goes to ASTRA's GPU projector when ASTRA has CUDA
+    (:func:`invdiff.operators.functional.astra_cuda.astra_mode`); otherwise this CPU path computes
+    in float32 (ASTRA's precision) on contiguous CPU tensors, which ASTRA reads and writes in place
+    (DLPack, no copies); the result goes back to ``z``'s device and dtype.
     """
-    src = z.detach().to("cpu", torch.float32).contiguous()
     out_shape = geometry.image_shape if adjoint else geometry.sino_shape
-    out = torch.empty((src.shape[0], *out_shape), dtype=torch.float32)
+    if astra_mode(z.device) == "cuda":  # a CUDA tensor and an ASTRA with CUDA: the GPU projector, in place
+        vol_geom, proj_geom = astra_geometries(geometry)
+        return cuda2d_apply(z, vol_geom, proj_geom, out_shape, adjoint)
+    src = z.detach().to("cpu", torch.float32).contiguous()
+    out = torch.empty((src.shape[0], *out_shape), dtype=torch.float32, device="cpu")
     vol_geom, proj_geom = astra_geometries(geometry)
     pid = astra.create_projector(astra_projector_type(geometry, projector), proj_geom, vol_geom)
     try:

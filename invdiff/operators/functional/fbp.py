@@ -57,7 +57,7 @@ def ramp_filter(y: Tensor, spacing: float = 1.0, oversample: int = 1) -> Tensor:
     """
     n = y.shape[-1]
     L = 1 << max(6, math.ceil(math.log2(2 * n - 1)))  # zero padding >= 2n - 1: no wrap-around
-    m = torch.arange(L)
+    m = torch.arange(L, device="cpu")  # the filter is built on the host, then moved to y's device
     m = torch.minimum(m, L - m).to(torch.float64)  # |offset| of each tap in circular order
     h = torch.where(m % 2 == 1, -1.0 / (math.pi * m).clamp_min(1e-30) ** 2, torch.zeros_like(m))
     h[0] = 0.25
@@ -77,7 +77,7 @@ def view_weights(angles: Tensor, period: float) -> Tensor:
     s = a[order]
     gaps = torch.diff(torch.cat([s, s[:1] + period]))  # gap after each sorted view
     positive = gaps[gaps > 1e-9 * period]
-    cap = positive.median() if positive.numel() else torch.tensor(period, dtype=torch.float64)
+    cap = positive.median() if positive.numel() else torch.tensor(period, dtype=torch.float64, device=a.device)
     g = torch.minimum(gaps, cap)
     w_sorted = 0.5 * (g + torch.roll(g, 1))
     w = torch.empty_like(w_sorted)
@@ -105,11 +105,11 @@ def fbp(y: Tensor, geometry: Geometry2D, oversample: int = 8, chunk: int = 1 << 
     f = view_frames(g)
 
     def col(a) -> Tensor:  # per-view values as a (K, 1) column
-        return torch.as_tensor(a, dtype=torch.float64)[:, None].to(dev, dtype)
+        return torch.as_tensor(a, dtype=torch.float64, device=dev)[:, None].to(dtype)
 
     ex, ey, d, o = col(f.ex), col(f.ey), col(f.spacing), col(f.offset)
     cell = torch.arange(n, device=dev, dtype=dtype) - (n - 1) / 2
-    angles = torch.as_tensor(f.view_angle, dtype=torch.float64)
+    angles = torch.as_tensor(f.view_angle, dtype=torch.float64, device="cpu")  # view weights: host-side
     if g.is_fan:
         nx, ny, Ds, Dd = col(f.nx), col(f.ny), col(f.source_distance), col(f.detector_distance)
         mag = (Ds + Dd) / Ds
