@@ -63,7 +63,9 @@ SCANS: dict[str, dict[str, list[dict]]] = {
         "dinv-diffpir": _DIFFPIR,
     },
     "ct-limited90": {
-        "dds": [{}, {"eta": 1.0, "lambda_": 3.0}],  # after the coordinate search (benchmarks/TUNING.md)
+        # after the coordinate search (benchmarks/TUNING.md)
+        "dds": [{}, {"eta": 1.0, "lambda_": 3.0}, {"tail_average": 0.4}, {"tail_average": 0.6}, {"clip_x0": True},
+                {"clip_x0": True, "eta": 1.0}],
         "dinv-diffpir": [{}, {"lambda_": 3.0}, {"lambda_": 0.3}],
     },
 }

@@ -15,8 +15,9 @@ Every preset was tuned on the benchmark's tuning images, never on its test image
 noise drawn with seed 1, shipped prior ``phantom-ct-64``, 100 network calls per image; DiffusionMBIR on
 its own 3D tuning volume (seed 777102). Each solver has a ``"default"`` entry, tuned on 16-view CT
 (``ct16`` of :mod:`invdiff.bench.tasks`), and may have entries for other task groups
-(:data:`TASKS`: ``"ct-limited"``, ``"inpaint"``, ``"deblur"``, ...) tuned on that group's task.
-:func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
+(:data:`TASKS`) tuned on that group's task: DDS has ``"inpaint"`` and ``"deblur"`` (tuned on 2 tuning
+images of ``inpaint70`` / ``deblur``, checked on 4 more); ``"ct-limited"`` was tuned too, but its winner
+lost on further tuning images, so limited-angle CT runs the default. :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
 was tuned on and :attr:`Preset.grid` what was tried. The grids and every score are in
 ``benchmarks/TUNING.md``. A class takes the task as an argument::
 
