@@ -235,8 +235,9 @@ class DDS(DDSLoop):
         ADMM penalty of the TV split (used only when ``tv_weight > 0``).
     schedule : {"vp", "karras"}, optional
         Noise levels (see :meth:`DDSConfig.sigmas`; official ``"vp"``, preset ``"karras"``).
-    clip_x0 : bool
-        Clip ``x0_hat`` to the prior's ``data_range`` before the data step (the official code does not).
+    clip_x0 : bool, optional
+        Clip ``x0_hat`` to the prior's ``data_range`` before the data step (the official code does not;
+        ``None``: the preset's, off except for ``task="ct-limited"``).
     chunk : int
         Slices per network call on volumes.
     sigma_min : float, optional
@@ -274,17 +275,17 @@ class DDS(DDSLoop):
 
     def __init__(self, prior, steps: int | None = None, eta: float | None = None, cg_iters: int | None = None,
                  gamma: float | None = None, tv_weight: float = 0.0, rho: float = 10.0, schedule: str | None = None,
-                 clip_x0: bool = False, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
+                 clip_x0: bool | None = None, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
                  noise_std: float | None = None, tail_average: int | float | None = None, task: str = "default",
                  device: str | torch.device | None = None):
         super().__init__(check_prior(prior), device=device)
         kw = resolve("dds", dict(steps=steps, eta=eta, cg_iters=cg_iters, schedule=schedule, lambda_=lambda_,
-                                 tail_average=tail_average, sigma_min=sigma_min), task)
+                                 tail_average=tail_average, sigma_min=sigma_min, clip_x0=clip_x0), task)
         self.task = task
         if gamma is not None and lambda_ is None:  # an explicit constant data weight replaces the preset's lambda_
             kw["lambda_"] = None
         self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], kw["sigma_min"], kw["lambda_"], noise_std,
-                                kw["tail_average"], clip_x0)
+                                kw["tail_average"], bool(kw["clip_x0"]))
         self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
         self.tv_weight = check_positive_float("tv_weight", tv_weight, allow_zero=True)
         self.rho = check_positive_float("rho", rho)
