@@ -36,7 +36,8 @@ RECORDED_TASKS = {
                    "clip_x0": True},
     "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
                 "sigma_min": 0.02},
-    "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6},
+    "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
+               "clip_x0": True},
 }
 
 

@@ -237,7 +237,7 @@ class DDS(DDSLoop):
         Noise levels (see :meth:`DDSConfig.sigmas`; official ``"vp"``, preset ``"karras"``).
     clip_x0 : bool, optional
         Clip ``x0_hat`` to the prior's ``data_range`` before the data step (the official code does not;
-        ``None``: the preset's, off except for ``task="ct-limited"``).
+        ``None``: the preset's, on for ``task="ct-limited"`` and ``"deblur"``).
     chunk : int
         Slices per network call on volumes.
     sigma_min : float, optional

@@ -146,14 +146,16 @@ PRESETS: dict[str, dict[str, Preset]] = {
                  "the 4 inpaint70 test images see benchmarks/TUNING.md"),
     "deblur": Preset(
         "dds", "deblur",
-        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6},
+        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
+         "clip_x0": True},
         tuned_on=TASK_TUNING.format(task="deblur: Gaussian blur of std 2 px, noise std 0.01").replace(
             "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(6)[2:]"),
         grid="on 2 tuning images: tail_average 0.2/0.4/0.6 (21.83/22.15/22.94); sigma_min 0.01/0.03/0.05/0.1 "
              "(22.25/24.00/24.03/23.08); eta 1 with tail 0.4 (20.63); at sigma_min 0.03: tail 0.4/0.6 (24.07/23.47), "
              "lambda_ 3 (23.42). On 4 further tuning images: the default 23.21, sigma_min 0.03 with tail 0.4 23.38, "
-             "tail 0.6 24.02; over all 6, tail 0.6 (23.66) ahead of sigma_min 0.03 with tail 0.4 (23.61)",
-        measured="22.94 / 24.02 dB on the 2 / 4 tuning images (the default: 21.83 / 23.21; deepinv DiffPIR lambda_ 1, "
+             "tail 0.6 24.02; over all 6, tail 0.6 (23.66) ahead of sigma_min 0.03 with tail 0.4 (23.61); then "
+             "clip_x0 at tail 0.6: 23.18 / 24.12 on the 2 / 4",
+        measured="23.18 / 24.12 dB on the 2 / 4 tuning images (the default: 21.83 / 23.21; deepinv DiffPIR lambda_ 1, "
                  "zeta 1: 23.92 on the 2); on the 4 deblur test images see benchmarks/TUNING.md"),
     },
     "dps": {"default": Preset(
