@@ -30,6 +30,15 @@ RECORDED = {
     "mbir": {"mode": "dds", "tv_weight": 0.8, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85},
     "tv": {"weight": 0.0005},
 }
+# The per-task DDS presets of benchmarks/TUNING.md ("Per-task tuning"), written out by hand.
+RECORDED_TASKS = {
+    "ct-limited": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
+                   "clip_x0": True},
+    "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
+                "sigma_min": 0.02},
+    "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
+               "clip_x0": True},
+}
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +125,38 @@ def test_settings_round_trip(key):
 
 
 def test_benchmark_reads_the_presets():
-    for key in ("dds", "dps", "reddiff", "mbir", "tv"):
-        assert HPARAMS[key] == {"default": preset(key).knobs()}
-        for group in ("ct", "mri", "inpaint", "deblur", "sr", "ct3d"):  # nothing was tuned per group
-            assert hparams(key, group) == preset(key).knobs() and preset(key, group) is preset(key)
+    for key in ("dds", "daps", "dps", "reddiff", "mbir", "tv"):
+        assert HPARAMS[key] == {task: p.knobs() for task, p in PRESETS[key].items()}
+        for group in presets.TASKS:
+            assert hparams(key, group) == preset(key, group).knobs()
+            if group not in PRESETS[key]:  # not tuned on this group: the default
+                assert preset(key, group) is preset(key)
     assert HPARAMS["slicewise"]["default"] == {**preset("mbir").knobs(), "tv_weight": 0.0}
     assert "steps" not in hparams("dds", "ct")  # the benchmark sets steps from its NFE
+    # every benchmark task's group is a preset task group, and the limited-angle task has its own
+    assert {t.group for t in TASKS.values()} <= set(presets.TASKS)
+    assert TASKS["ct-limited90"].group == "ct-limited" and TASKS["ct16"].group == "ct"
+
+
+@pytest.mark.parametrize("task", sorted(RECORDED_TASKS))
+def test_task_presets_are_the_recorded_tuned_values(task):
+    """DDS(prior, task=...) runs the per-task values of benchmarks/TUNING.md (written out by hand above), bit for
+    bit, the benchmark runs the same, and they differ from the default's."""
+    expected = RECORDED_TASKS[task]
+    assert dict(preset("dds", task).params) == expected
+    prior, op, y = gauss_problem()
+    short = {**expected, "steps": 6}
+    a = solvers.DDS(prior, steps=6, task=task)
+    assert a.task == task and a.settings()["task"] == task
+    ra = a.reconstruct(y, op, seed=0, progress=False).mean
+    rb = solvers.DDS(prior, **short).reconstruct(y, op, seed=0, progress=False).mean
+    rc = solvers.DDS(prior, steps=6, **hparams("dds", task)).reconstruct(y, op, seed=0, progress=False).mean
+    assert torch.equal(ra, rb) and torch.equal(ra, rc)
+    # a setting of its own: some tuned knob differs from the default's
+    default = solvers.DDS(prior, steps=6).settings()
+    assert {k for k in expected if k != "steps" and a.settings()[k] != default[k]}
+    # explicit arguments still win over the task's preset
+    assert solvers.DDS(prior, task=task, eta=0.3).settings()["eta"] == 0.3
 
 
 def test_every_preset_states_its_provenance():
@@ -145,6 +180,10 @@ def test_preset_lookup_errors_name_the_argument():
         preset("smc")
     with pytest.raises(TypeError, match="task"):
         preset("dds", task=16)
+    with pytest.raises(ValueError, match=r"task: unknown task group 'inpainting'.*'inpaint'"):
+        preset("dds", task="inpainting")
+    with pytest.raises(ValueError, match=r"task: unknown task group 'ct16'"):
+        solvers.DDS(GaussianPrior(torch.zeros(1, 4, 4), 1.0), task="ct16")
 
 
 class _NoRange(torch.nn.Module):

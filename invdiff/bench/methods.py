@@ -10,6 +10,7 @@ network calls per image. How the budget maps to each method's steps:
 invdiff DPS               ``steps = nfe``: one network call (and one backward pass) per step
 invdiff RED-Diff          ``steps = nfe``: one network call per Adam step, no backward pass
 invdiff DDS               ``steps = nfe``: one network call per DDIM step, CG data consistency
+invdiff DAPS              ``steps = nfe``: one network call per annealing level, two CG solves
 invdiff SMC               ``steps = nfe`` batched calls over ``particles`` particles per image, so
                           ``particles * nfe`` per-particle network evaluations per image; with
                           ``equal_evals=True`` ``steps = nfe // particles`` (equal evaluations)
@@ -41,7 +42,7 @@ from torch import Tensor
 
 from invdiff.bench.counting import CountingDenoiser  # noqa: F401  (its old home: invdiff.bench.methods)
 from invdiff.solvers import get_solver
-from invdiff.solvers.presets import preset
+from invdiff.solvers.presets import PRESETS
 
 
 @dataclass
@@ -89,30 +90,42 @@ class Method:
 
 
 # ----------------------------------------------------------------------------- hyperparameters
-# invdiff's solvers: their presets (invdiff.solvers.presets, tuned on ct16 tuning images of seed 777002 at 100
-# network calls; DiffusionMBIR on its 3D tuning volume), without the budget `steps`, which the benchmark sets from
-# its NFE. The presets module holds the provenance; the grids and scores are in benchmarks/TUNING.md.
-# deepinv's methods and SMC stay here: they are settings of this benchmark only (no invdiff class reads them).
-# Groups: ct, mri, inpaint, deblur, sr, ct3d; only "default" entries exist (nothing was tuned per group).
+def _from_presets(solver: str, **extra) -> dict[str, dict]:
+    """``{task group: knobs}`` of every preset of ``solver`` (invdiff.solvers.presets), without ``steps``."""
+    return {task: {**p.knobs(), **extra} for task, p in PRESETS[solver].items()}
+
+
+# invdiff's solvers: their presets (invdiff.solvers.presets: a "default" tuned on the ct16 tuning images, seed
+# 777002, at 100 network calls, and per-task-group entries tuned on that group's task; DiffusionMBIR on its 3D
+# tuning volume), without the budget `steps`, which the benchmark sets from its NFE. The presets module holds the
+# provenance; the grids and scores are in benchmarks/TUNING.md. deepinv's methods and SMC stay here: they are
+# settings of this benchmark only (no invdiff class reads them); deepinv's were tuned per task group on the same
+# tuning images with the same procedure. Groups: ct, ct-limited, mri, inpaint, deblur, sr, ct3d
+# (invdiff.bench.tasks.Task.group); a group without an entry of its own runs the "default".
 HPARAMS: dict[str, dict[str, dict]] = {
-    "dps": {"default": preset("dps").knobs()},
-    "reddiff": {"default": preset("reddiff").knobs()},
-    "dds": {"default": preset("dds").knobs()},
+    "dps": _from_presets("dps"),
+    "reddiff": _from_presets("reddiff"),
+    "dds": _from_presets("dds"),
+    "daps": _from_presets("daps"),
     # 10 CG iterations (tolerance 1e-6) per Gaussian solve instead of the class default 50: 2.5x faster on
     # CT, where the solves dominate (10 steps, 2 images, 8 particles: 40.5 s -> 16.1 s); not re-tuned
     "smc": {"default": {"particles": 8, "cg_iters": 10, "cg_tol": 1e-6}},
-    "mbir": {"default": preset("mbir").knobs()},
-    "slicewise": {"default": {**preset("mbir").knobs(), "tv_weight": 0.0}},
-    # tuned like invdiff's on the ct16 tuning images (benchmarks/TUNING.md)
+    "mbir": _from_presets("mbir"),
+    "slicewise": _from_presets("mbir", tv_weight=0.0),
+    # tuned like invdiff's (benchmarks/TUNING.md): "default" on the ct16 tuning images, the groups on their task's
     "dinv-dps": {"default": {"weight": 10.0}},
-    "dinv-diffpir": {"default": {"lambda_": 1.0, "zeta": 1.0}},
+    "dinv-diffpir": {"default": {"lambda_": 1.0, "zeta": 1.0}, "inpaint": {"lambda_": 3.0, "zeta": 1.0},
+                     "ct-limited": {"lambda_": 3.0, "zeta": 1.0}},
     "dinv-ddrm": {"default": {"eta": 0.85}},
-    "tv": {"default": preset("tv").knobs()},
+    "tv": _from_presets("tv"),
 }
 
 
 def hparams(key: str, group: str) -> dict:
-    """The hyperparameters of method ``key`` for task group ``group`` (group entry over the default)."""
+    """The hyperparameters of method ``key`` for task group ``group`` (group entry over the default).
+
+    For invdiff's solvers this is ``preset(key, group).knobs()`` (:mod:`invdiff.solvers.presets`).
+    """
     table = HPARAMS.get(key, {})
     return {**table.get("default", {}), **table.get(group, {})}
 
@@ -219,6 +232,8 @@ METHODS: dict[str, Method] = {m.key: m for m in [
            _invdiff_run("reddiff", _steps)),
     Method("dds", "invdiff DDS", "invdiff", "steps = NFE (volumes: all slices in each call)",
            _invdiff_run("dds", _steps), applies=lambda task, op: None),
+    Method("daps", "invdiff DAPS", "invdiff", "steps = NFE (one call per annealing level)",
+           _invdiff_run("daps", _steps)),
     Method("smc", "invdiff SMC", "invdiff", "steps = NFE batched calls x particles", _smc_run),
     Method("mbir", "invdiff DiffusionMBIR", "invdiff", "mode dds: steps = NFE (all slices in each call)",
            _mbir_run(tv=True), applies=_only_3d),

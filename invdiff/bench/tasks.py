@@ -47,8 +47,8 @@ class Task:
     noise_reference : str
         ``"image"`` (noise std = ``relative_noise``) or ``"projection"`` (times ``max |A x_SL|``).
     group : str
-        Hyperparameter group (``ct``, ``mri``, ``inpaint``, ``deblur``, ``sr``, ``ct3d``): tasks of one
-        group share the tuned hyperparameters.
+        Hyperparameter group (``ct``, ``ct-limited``, ``mri``, ``inpaint``, ``deblur``, ``sr``, ``ct3d``;
+        :data:`invdiff.solvers.presets.TASKS`): tasks of one group share the tuned hyperparameters.
     volume : bool
         A 3D task (one ``(1, 1, D, H, W)`` volume per test item).
     img_size : tuple
@@ -122,7 +122,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("ct8", "sparse-view CT, 8 views over 180 deg, parallel beam", _ct(8), noise_reference="projection"),
     Task("ct16", "sparse-view CT, 16 views over 180 deg, parallel beam", _ct(16), noise_reference="projection"),
     Task("ct-limited90", "limited-angle CT, 60 views over 90 deg, parallel beam", _ct(60, limited_angle=90.0),
-         noise_reference="projection"),
+         noise_reference="projection", group="ct-limited"),
     Task("mri4-random", "MRI 4x, random Cartesian lines, 8 % centre", _mri(4, "random"), group="mri"),
     Task("mri4-equispaced", "MRI 4x, equispaced Cartesian lines, 8 % centre", _mri(4, "equispaced"), group="mri"),
     Task("mri8-random", "MRI 8x, random Cartesian lines, 8 % centre", _mri(8, "random"), group="mri"),

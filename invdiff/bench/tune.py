@@ -9,7 +9,13 @@ phantoms of seed 777001 and from the prior's training data), with a measurement 
 The search is coordinate-wise: the first parameter of a grid is scanned with the others at their
 first value; each next parameter is then scanned with the earlier ones at their best value.
 The same procedure and the same tuning images are used for invdiff's and deepinv's methods; the
-winners are copied into :data:`invdiff.bench.methods.HPARAMS` by hand.
+winners are copied into :data:`invdiff.solvers.presets` (invdiff's) and
+:data:`invdiff.bench.methods.HPARAMS` (deepinv's) by hand.
+
+Per-task tuning (``--scan``): on a task other than ct16, each method's list of settings in
+:data:`SCANS` (changes to its current hyperparameters for that task's group; ``{}`` is the current
+setting itself) is scored one by one, as recorded in ``benchmarks/TUNING.md`` ("Per-task tuning"):
+``python -m invdiff.bench.tune --task inpaint70 --methods dds dinv-diffpir --images 2 --scan``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,44 @@ GRIDS: dict[str, dict[str, list]] = {
     "dinv-ddrm": {"eta": [0.85, 1.0]},
     "tv": {"weight": [0.001, 0.003, 0.01, 0.03]},
 }
+
+
+# task -> method -> settings scored by --scan (changes to the method's hyperparameters of the task's group)
+_TAIL = [{"tail_average": f} for f in (0.4, 0.6, 0.7, 0.8, 0.9)]
+_DIFFPIR = [{}, {"lambda_": 0.3}, {"lambda_": 3.0}, {"zeta": 0.6}, {"zeta": 0.3}]
+SCANS: dict[str, dict[str, list[dict]]] = {
+    "inpaint70": {
+        "dds": [{}, {"clip_x0": True}, *_TAIL, {"sigma_min": 0.01}, {"sigma_min": 0.03}, {"sigma_min": 0.1},
+                {"eta": 1.0, "tail_average": 0.4}, {"eta": 1.0, "tail_average": 0.8},
+                {"tail_average": 0.6, "eta": 0.95}, {"tail_average": 0.6, "eta": 0.75},
+                {"tail_average": 0.6, "schedule": "vp"}, {"tail_average": 0.65, "clip_x0": True}],
+        "daps": [{"cg_iters": 3, "lambda_": v} for v in (1.0, 4.0, 16.0, 64.0)],
+        "dinv-diffpir": _DIFFPIR,
+    },
+    "deblur": {
+        "dds": [{}, *_TAIL[:2], {"sigma_min": 0.01}, {"sigma_min": 0.03}, {"sigma_min": 0.05}, {"sigma_min": 0.1},
+                {"eta": 1.0, "tail_average": 0.4}, {"sigma_min": 0.03, "tail_average": 0.4},
+                {"sigma_min": 0.03, "tail_average": 0.6}, {"sigma_min": 0.03, "lambda_": 3.0}],
+        "dinv-diffpir": _DIFFPIR,
+    },
+    "ct-limited90": {
+        # after the coordinate search (benchmarks/TUNING.md)
+        "dds": [{}, {"eta": 1.0, "lambda_": 3.0}, {"tail_average": 0.4}, {"tail_average": 0.6}, {"clip_x0": True},
+                {"clip_x0": True, "eta": 1.0}],
+        "dinv-diffpir": [{}, {"lambda_": 3.0}, {"lambda_": 0.3}],
+    },
+}
+
+
+def scan(task: str, key: str, settings: list[dict], images, nfe: int, prior, log=print) -> list[tuple[dict, float]]:
+    """Score each of ``settings`` (changes to ``key``'s hyperparameters for ``task``) on ``images``: (params, PSNR)."""
+    out = []
+    for change in settings:
+        rows, _, skipped = run_benchmark([task], [key], nfe=nfe, prior=prior, seed=1, images=images,
+                                         params_override={key: change}, log=lambda m: None)
+        out.append((dict(change), rows[0]["psnr"] if rows else float("nan")))
+        log(f"  {key} {change}: {out[-1][1]:.2f} dB" + (f"  ({skipped[0]})" if skipped and not rows else ""))
+    return out
 
 
 def coordinate_search(task: str, key: str, grid: dict[str, list], images, nfe: int, prior, fixed: dict | None = None,
@@ -68,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m invdiff.bench.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default="ct16", choices=list(TASKS))
-    p.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
+    p.add_argument("--methods", nargs="+", default=list(GRIDS), choices=sorted({*GRIDS, "daps"}))
     p.add_argument("--images", type=int, default=4, help="tuning images")
     p.add_argument("--nfe", type=int, default=100, help="network calls per image")
     p.add_argument("--prior", default="phantom-ct-64")
     p.add_argument("--out", default=None, help="Markdown file to append the results to")
+    p.add_argument("--scan", action="store_true", help="score the task's list of settings (SCANS) instead of GRIDS")
     args = p.parse_args(argv)
     prior = load_prior(args.prior)
     images = tuning_images(args.images)
@@ -80,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
              f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC", ""]
     for key in args.methods:
         print(f"[{args.task}] tuning {key}", flush=True)
+        if args.scan:
+            history = scan(args.task, key, SCANS.get(args.task, {}).get(key, [{}]), images, args.nfe, prior,
+                           log=lambda m: print(m, flush=True))
+            lines.append(f"- **{key}** scan: " + "; ".join(f"{h} {s:.2f}" for h, s in history))
+            continue
         best, history = coordinate_search(args.task, key, GRIDS[key], images, args.nfe, prior,
                                           log=lambda m: print(m, flush=True))
         top = max((s for _, s in history if s == s), default=float("nan"))

@@ -4,6 +4,7 @@ from invdiff.solvers.api import SOLVERS, get_solver, reconstruct
 from invdiff.solvers.base import Reconstruction, Solver
 from invdiff.solvers.baselines import CG, FBP, TV, ZeroFilled
 from invdiff.solvers.cg import cg
+from invdiff.solvers.daps import DAPS
 from invdiff.solvers.dds import DDS
 from invdiff.solvers.dps import DPS
 from invdiff.solvers.mbir3d import DiffusionMBIR
@@ -13,4 +14,4 @@ from invdiff.solvers.afdps import AFDPS
 from invdiff.solvers.tweedie_smc import SMC
 
 __all__ = ["Reconstruction", "Solver", "karras_sigmas", "vp_sigmas", "vp_chain_sigmas", "DPS", "REDDiff", "SMC",
-           "AFDPS", "DDS", "DiffusionMBIR", "FBP", "ZeroFilled", "TV", "CG", "cg", "reconstruct", "SOLVERS", "get_solver"]
+           "AFDPS", "DDS", "DAPS", "DiffusionMBIR", "FBP", "ZeroFilled", "TV", "CG", "cg", "reconstruct", "SOLVERS", "get_solver"]

@@ -261,8 +261,9 @@ class DDS(DDSLoop):
         ADMM penalty of the TV split (used only when ``tv_weight > 0``).
     schedule : {"vp", "karras"}, optional
         Noise levels (see :meth:`DDSConfig.sigmas`; official ``"vp"``, preset ``"karras"``).
-    clip_x0 : bool
-        Clip ``x0_hat`` to the prior's ``data_range`` before the data step (the official code does not).
+    clip_x0 : bool, optional
+        Clip ``x0_hat`` to the prior's ``data_range`` before the data step (the official code does not;
+        ``None``: the preset's, on for ``task="ct-limited"`` and ``"deblur"``).
     chunk : int
         Slices per network call on volumes.
     sigma_min : float, optional
@@ -278,6 +279,10 @@ class DDS(DDSLoop):
         proximal weight is its noiseless limit ``gamma_t = inf``.
     noise_std : float, optional
         ``sigma_y`` for ``lambda_``; defaults to ``op.noise_std`` (or ``op.noise_model.sigma``).
+    task : str
+        Which preset fills the arguments left at ``None``: ``"default"`` (tuned on 16-view CT) or a task
+        group of :data:`invdiff.solvers.presets.TASKS` (``"ct-limited"``, ``"inpaint"``, ``"deblur"``, ...;
+        a group without a preset of its own gets the default).
     tail_average : int or float, optional
         Not in the DDS paper (an invdiff option; preset 0.2, ``1`` is the paper's output). With ``eta`` near 1 the low-noise
         end of the chain re-draws fresh noise at every step, so the estimates ``x0'`` of the last
@@ -296,16 +301,17 @@ class DDS(DDSLoop):
 
     def __init__(self, prior, steps: int | None = None, eta: float | None = None, cg_iters: int | None = None,
                  gamma: float | None = None, tv_weight: float = 0.0, rho: float = 10.0, schedule: str | None = None,
-                 clip_x0: bool = False, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
-                 noise_std: float | None = None, tail_average: int | float | None = None,
+                 clip_x0: bool | None = None, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
+                 noise_std: float | None = None, tail_average: int | float | None = None, task: str = "default",
                  device: str | torch.device | None = None):
         super().__init__(check_prior(prior), device=device)
         kw = resolve("dds", dict(steps=steps, eta=eta, cg_iters=cg_iters, schedule=schedule, lambda_=lambda_,
-                                 tail_average=tail_average))
+                                 tail_average=tail_average, sigma_min=sigma_min, clip_x0=clip_x0), task)
+        self.task = task
         if gamma is not None and lambda_ is None:  # an explicit constant data weight replaces the preset's lambda_
             kw["lambda_"] = None
-        self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], sigma_min, kw["lambda_"], noise_std,
-                                kw["tail_average"], clip_x0)
+        self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], kw["sigma_min"], kw["lambda_"], noise_std,
+                                kw["tail_average"], bool(kw["clip_x0"]))
         self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
         self.tv_weight = check_positive_float("tv_weight", tv_weight, allow_zero=True)
         self.rho = check_positive_float("rho", rho)
