@@ -165,8 +165,8 @@ def parse_spec(text: str) -> Spec:
     return Spec(name, kw)
 
 
-def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int]:
-    """``(K, 1, ...)`` samples for one measurement, and ``K``."""
+def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, dict]:
+    """``(K, 1, ...)`` samples for one measurement, ``K``, and the SMC diagnostics (resampling steps, final ESS)."""
     from invdiff.solvers import DDS, DPS, SMC
 
     kw = dict(spec.kw)
@@ -186,7 +186,10 @@ def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int]:
     else:
         raise ValueError("mbir: DiffusionMBIR needs a volume (B, C, D, H, W); these tasks are 2D images")
     r = solver.reconstruct(y, op, n_samples=K, seed=seed, progress=False)
-    return r.samples.detach(), K
+    info = {}
+    if "resampled" in r.info:
+        info = {"resamplings": float(r.info["resampled"].float().sum()), "final_ess": float(r.info["final_ess"][0])}
+    return r.samples.detach(), K, info
 
 
 def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_seed: int = 1,
@@ -205,13 +208,14 @@ def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_se
             if spec.name == "mbir":
                 rows.append({"task": tname, "method": spec.label, "skipped": "needs a volume (TV along z)"})
                 continue
-            samples, seconds = [], []
+            samples, seconds, infos = [], [], []
             prior.reset()
             for b in range(n_images):  # one image at a time: seconds per image
                 t0 = time.perf_counter()
-                s, K = _sample(spec, prior, op, y[b:b + 1], seed + b)
+                s, K, info = _sample(spec, prior, op, y[b:b + 1], seed + b)
                 seconds.append(time.perf_counter() - t0)
                 samples.append(s)
+                infos.append(info)
             S = torch.cat(samples, 1)
             cov, cov_in = interval_coverage(S, x), interval_coverage(S, x, mask=inner)
             row = {"task": tname, "method": spec.label, "K": K, "images": n_images,
@@ -219,7 +223,11 @@ def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_se
                    "cov_inner": cov_in.nanmean(0).tolist(), "ref": [reference_coverage(K, p) for p in LEVELS],
                    "seconds": sum(seconds) / n_images, "calls": prior.calls / n_images,
                    "evals": prior.evaluations / n_images,
-                   "psnr": float(psnr(S.mean(0), x, data_range=1.0).mean())}
+                   "psnr": float(psnr(S.mean(0), x, data_range=1.0).mean()),
+                   "distinct": sum(len(torch.unique(S[:, b].reshape(K, -1), dim=0)) for b in range(n_images)) / n_images}
+            for key in ("resamplings", "final_ess"):
+                if infos[0]:
+                    row[key] = sum(i[key] for i in infos) / n_images
             rows.append(row)
             if log:
                 log(_line(row))
@@ -229,7 +237,10 @@ def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_se
 def _line(r: dict) -> str:
     c = " / ".join(f"{v:.3f}" for v in r["cov"])
     ref = " / ".join(f"{v:.3f}" for v in r["ref"])
-    return f"{r['task']} {r['method']}: coverage {c} (reference {ref}), {r['seconds']:.1f} s/image, PSNR {r['psnr']:.2f}"
+    extra = "" if "final_ess" not in r else f", resamplings {r['resamplings']:.1f}, final ESS {r['final_ess']:.1f}"
+    inner = " / ".join(f"{v:.3f}" for v in r["cov_inner"])
+    return (f"{r['task']} {r['method']}: coverage {c} (reference {ref}; truth in (0, 1): {inner}), "
+            f"{r['seconds']:.1f} s/image, PSNR {r['psnr']:.2f}, distinct samples {r['distinct']:.1f}{extra}")
 
 
 def table(rows: list[dict]) -> str:
