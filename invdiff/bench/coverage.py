@@ -173,6 +173,9 @@ def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, d
     if spec.name == "smc":
         kw = {**SMC_DEFAULTS, "particles": 16, **kw}
         moves = kw.pop("moves", None)
+        move_kw = {k[5:]: kw.pop(k) for k in list(kw) if k.startswith("move_")}  # move_step=0.3 -> step=0.3
+        if move_kw:
+            moves = {"n_moves": 1 if moves is None else moves, **move_kw}
         solver = SMC(prior, **kw)
         if moves is not None:  # MCMC rejuvenation after resampling (invdiff.solvers.smc_moves)
             from invdiff.solvers.smc_moves import with_moves
