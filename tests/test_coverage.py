@@ -90,6 +90,8 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="expected key=value"):
         parse_spec("smc:particles")
     assert parse_spec("smc:particles=16,proposal=gaussian").kw == {"particles": 16, "proposal": "gaussian"}
+    assert parse_spec("smc:moves=1,move_step=0.5,move_jacobian=isotropic").kw == {
+        "moves": 1, "move_step": 0.5, "move_jacobian": "isotropic"}
 
 
 def test_run_table_on_mri_with_an_analytic_prior():
@@ -106,5 +108,8 @@ def test_run_table_on_mri_with_an_analytic_prior():
         assert all(0.0 <= c <= 1.0 for c in r["cov"] + r["cov_inner"])
         assert r["calls"] == 4 and r["seconds"] > 0
     assert rows[2]["skipped"].startswith("needs a volume")
+    moved = run(["mri4-random"], ["smc:particles=4,steps=4,ess_threshold=1.0,moves=1,move_jacobian=isotropic"],
+                n_images=1, prior=prior)[0]
+    assert moved["resamplings"] == 4 and moved["calls"] == 4 + 2 * 4  # one move + one re-evaluation per resampling
     md = table(rows)
     assert "0.540" in md and "not run" in md  # reference_coverage(4, 0.9) = 0.9 * 3 / 5
