@@ -41,7 +41,8 @@ than ``c_K``, while a diffusion sampler's continuous samples cover it only if th
 therefore also gives the coverage over the pixels whose truth lies strictly inside (0, 1).
 
 Samplers (``--methods`` specs ``name:key=value,...``): ``smc`` (:class:`invdiff.solvers.SMC`, ``K = particles``
-samples, one batched network call per step for all particles), ``dps`` and ``dds`` (``n_samples`` independent
+samples, one batched network call per step for all particles; ``moves=n`` and ``move_step``, ``move_jacobian``,
+``move_max_sigma``, ``move_always`` add the Langevin rejuvenation of :mod:`invdiff.solvers.smc_moves`), ``dps`` and ``dds`` (``n_samples`` independent
 runs, batched through the prior). DiffusionMBIR needs a volume (TV along z), so it does not apply to these 2D
 tasks; with its TV weight 0 it is DDS. Seconds are wall time per image on whatever else shares the machine.
 """
