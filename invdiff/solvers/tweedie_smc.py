@@ -146,6 +146,8 @@ class SMC(EnsembleSampler):
     (torch.Size([1, 1, 4, 4]), torch.Size([4, 1, 1, 4, 4]), torch.Size([20, 1]))
     """
 
+    moves = None  # MCMC rejuvenation after resampling: invdiff.solvers.smc_moves.with_moves
+
     def __new__(cls, prior=None, particles: int = 16, steps: int = 200, tilt: str = "tweedie", *args, **kw):
         if tilt == "particle":  # the paper's tilt now lives in its own class
             warnings.warn("SMC(tilt='particle') is the AFDPS paper's scheme: use invdiff.solvers.AFDPS(prior, ...); "
@@ -196,6 +198,8 @@ class SMC(EnsembleSampler):
             # 3. resample
             st.log_w, ess_k, do, (st.x, x0_hat, log_tilt, grad) = self._resample(st.log_w, ctx.g, st.x, x0_hat,
                                                                                  log_tilt, grad, split=ctx.split)
+            if self.moves is not None:  # 3b. MCMC rejuvenation of resampled ensembles (invdiff.solvers.smc_moves)
+                st.x, x0_hat, log_tilt = self.moves(self, ctx, st.x, x0_hat, tau2, log_tilt, sigma, do)
             ctx.record(k, sigma, st.x, x0_hat, st.log_w, ess_k, do, st.c2.sqrt())
             # 4. move to sigma_{k+1}
             if sigma_next == 0:  # deterministic Tweedie step, reweighted by the exact likelihood

@@ -1,0 +1,115 @@
+"""The in-distribution coverage benchmark: the closed-form reference for exact samples, and the coverage function."""
+
+import math
+
+import pytest
+import torch
+
+from invdiff.bench.coverage import interval_coverage, parse_spec, reference_coverage, run, table
+from invdiff.metrics import coverage
+
+
+def _mc_coverage(K: int, level: float, draw, trials: int, seed: int) -> float:
+    """Monte Carlo: truth and ``K`` samples i.i.d. from ``draw`` (exact samples), coverage over ``trials`` pixels."""
+    g = torch.Generator().manual_seed(seed)
+    x = draw((K + 1, 1, trials), g)  # sample 0 plays the truth
+    return float(interval_coverage(x[1:], x[0], levels=(level,))[0, 0])
+
+
+def _tol(p: float, n: int) -> float:
+    return 4.5 * math.sqrt(p * (1 - p) / n)  # independent pixels: binomial s.e., 4.5 sigma
+
+
+@pytest.mark.parametrize("K,level", [(21, 0.9), (13, 0.5), (41, 0.95)])
+def test_reference_exact_for_integer_ranks_any_distribution(K, level):
+    """Both quantile ranks 1 + q (K - 1) are integers: (k - j) / (K + 1) holds for any continuous posterior.
+
+    A skewed, heavy-tailed parent (log-normal) makes the interpolation irrelevant but would expose a wrong formula.
+    """
+    assert abs((1 - level) / 2 * (K - 1) - round((1 - level) / 2 * (K - 1))) < 1e-9
+    n = 200_000
+    got = _mc_coverage(K, level, lambda s, g: torch.randn(s, generator=g, dtype=torch.float64).mul(1.5).exp(), n, 1)
+    ref = reference_coverage(K, level)
+    assert abs(got - ref) < _tol(ref, n), (got, ref)
+
+
+@pytest.mark.parametrize("K", [8, 16, 64])
+def test_reference_exact_for_uniform_parent_fractional_ranks(K):
+    """Fractional ranks (interpolated quantiles): p (K - 1) / (K + 1) is exact for a uniform posterior."""
+    n = 100_000 if K < 64 else 50_000
+    for level in (0.5, 0.9, 0.95):
+        got = _mc_coverage(K, level, lambda s, g: torch.rand(s, generator=g, dtype=torch.float64), n, K)
+        ref = reference_coverage(K, level)
+        assert abs(got - ref) < _tol(ref, n), (K, level, got, ref)
+
+
+def test_reference_is_not_nominal_and_too_narrow_samples_fail_it():
+    """The finite-K reference sits well below the nominal level, and samples narrower than the posterior fall
+    clearly below it (the check can fail)."""
+    K, n = 16, 100_000
+    assert reference_coverage(K, 0.9) < 0.9 - 0.1
+    g = torch.Generator().manual_seed(3)
+    truth = torch.randn(1, 1, n, generator=g, dtype=torch.float64)
+    narrow = 0.6 * torch.randn(K, 1, n, generator=g, dtype=torch.float64)
+    got = float(interval_coverage(narrow, truth[0], levels=(0.9,))[0, 0])
+    assert got < reference_coverage(K, 0.9) - 0.1
+
+
+def test_interval_coverage_known_answer():
+    """Samples 0..10 at every pixel: the 90 % interval is [0.5, 9.5], the 50 % one [2.5, 7.5] (ends included)."""
+    K = 11
+    truth = torch.tensor([-1.0, 0.4, 0.5, 5.0, 9.5, 9.6, 11.0]).reshape(1, 1, 1, 7)
+    samples = torch.arange(K, dtype=torch.float32)[:, None, None, None, None].expand(K, 1, 1, 1, 7)
+    samples = samples[torch.randperm(K)]  # the order of the samples does not matter
+    cov = interval_coverage(samples, truth, levels=(0.5, 0.9))
+    assert cov.shape == (1, 2)
+    assert cov[0].tolist() == pytest.approx([1 / 7, 3 / 7], abs=1e-12)
+    mask = torch.tensor([False, False, True, True, True, False, False]).reshape(1, 1, 1, 7)
+    assert interval_coverage(samples, truth, levels=(0.9,), mask=mask)[0, 0] == 1.0
+
+
+def test_interval_coverage_per_image_matches_metrics_coverage():
+    g = torch.Generator().manual_seed(0)
+    samples, truth = torch.randn(9, 3, 1, 8, 8, generator=g), torch.randn(3, 1, 8, 8, generator=g)
+    cov = interval_coverage(samples, truth, levels=(0.5, 0.9))
+    for b in range(3):
+        assert cov[b].tolist() == [coverage(samples[:, b], truth[b], 0.5), coverage(samples[:, b], truth[b], 0.9)]
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="K: expected"):
+        reference_coverage(1, 0.9)
+    with pytest.raises(ValueError, match="level: expected"):
+        reference_coverage(8, 90)
+    with pytest.raises(ValueError, match="truth: expected shape"):
+        interval_coverage(torch.zeros(4, 2, 1, 3, 3), torch.zeros(1, 1, 3, 3))
+    with pytest.raises(ValueError, match="samples: expected"):
+        interval_coverage(torch.zeros(1, 2, 1, 3, 3), torch.zeros(2, 1, 3, 3))
+    with pytest.raises(ValueError, match="unknown sampler 'foo'"):
+        parse_spec("foo:particles=4")
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_spec("smc:particles")
+    assert parse_spec("smc:particles=16,proposal=gaussian").kw == {"particles": 16, "proposal": "gaussian"}
+    assert parse_spec("smc:moves=1,move_step=0.5,move_jacobian=isotropic").kw == {
+        "moves": 1, "move_step": 0.5, "move_jacobian": "isotropic"}
+
+
+def test_run_table_on_mri_with_an_analytic_prior():
+    """End to end on one mri4 image with a cheap exact Gaussian prior: the table carries each row's reference
+    for its own K, and DiffusionMBIR is reported as not applicable."""
+    from invdiff.priors import GaussianPrior
+
+    prior = GaussianPrior(torch.full((1, 64, 64), 0.3), 0.3)
+    rows = run(["mri4-random"], ["smc:particles=4,steps=4", "dds:n_samples=3,steps=4", "mbir"], n_images=1,
+               prior=prior)
+    assert [r["K"] for r in rows[:2]] == [4, 3]
+    for r in rows[:2]:
+        assert r["ref"] == [reference_coverage(r["K"], p) for p in (0.5, 0.9, 0.95)]
+        assert all(0.0 <= c <= 1.0 for c in r["cov"] + r["cov_inner"])
+        assert r["calls"] == 4 and r["seconds"] > 0
+    assert rows[2]["skipped"].startswith("needs a volume")
+    moved = run(["mri4-random"], ["smc:particles=4,steps=4,ess_threshold=1.0,moves=1,move_jacobian=isotropic"],
+                n_images=1, prior=prior)[0]
+    assert moved["resamplings"] == 4 and moved["calls"] == 4 + 2 * 4  # one move + one re-evaluation per resampling
+    md = table(rows)
+    assert "0.540" in md and "not run" in md  # reference_coverage(4, 0.9) = 0.9 * 3 / 5
