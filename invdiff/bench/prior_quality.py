@@ -40,11 +40,16 @@ def tv_denoise(y: torch.Tensor, weight: float, iters: int = 200) -> torch.Tensor
 
 
 @torch.no_grad()
-def tune_tv(sigma: float, n: int = 8, grid=None, seed: int = TUNE_SEED) -> float:
-    """The TV weight with the best mean PSNR on a tuning set (never the test set)."""
+def tune_tv(sigma: float, n: int = 8, grid=None, seed: int = TUNE_SEED, x: torch.Tensor | None = None,
+            generator: torch.Generator | None = None) -> float:
+    """The TV weight with the best mean PSNR on a tuning set (never the test set).
+
+    The tuning set is ``x``, or ``n`` ellipse phantoms drawn with ``seed``; its noise comes from
+    ``generator`` (default: one seeded with ``seed``).
+    """
     grid = grid if grid is not None else [sigma * f for f in (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0)]
-    x = ellipses(n, 64, seed=seed)
-    g = torch.Generator().manual_seed(seed)
+    x = ellipses(n, 64, seed=seed) if x is None else x
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
     y = x + sigma * torch.randn(x.shape, generator=g)
     scores = [float(psnr(tv_denoise(y, w), x).mean()) for w in grid]
     return grid[max(range(len(grid)), key=scores.__getitem__)]
@@ -105,11 +110,9 @@ def compare_other_generator(prior, n: int = 8, sigmas=SIGMAS, seed: int = 0,
     rows = []
     for sigma in sigmas:
         g = torch.Generator().manual_seed(seed + int(sigma * 1000))
-        y_tune = x_tune + sigma * torch.randn(x_tune.shape, generator=g)
         grid = [sigma * f for f in factors]
-        scores = [float(psnr(tv_denoise(y_tune, w), x_tune).mean()) for w in grid]
-        best = max(range(len(grid)), key=scores.__getitem__)
-        y = x + sigma * torch.randn(x.shape, generator=g)
+        best = grid.index(tune_tv(sigma, grid=grid, x=x_tune, generator=g))
+        y = x + sigma * torch.randn(x.shape, generator=g)  # the same generator, after the tuning set's noise
         p_prior = psnr(prior(y, sigma).clamp(0, 1), x)
         p_tv = psnr(tv_denoise(y, grid[best]), x)
         rows.append({"sigma": sigma, "prior_db": float(p_prior[:-1].mean()), "tv_db": float(p_tv[:-1].mean()),
