@@ -272,3 +272,21 @@ def test_ct3d_autograd_wiring_with_a_stand_in_for_astras_3d_projector(monkeypatc
     gy, = torch.autograd.grad((Aty * h).sum(), y)
     torch.testing.assert_close(gx.reshape(4, -1), g.reshape(4, -1) @ Md, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gy.reshape(4, -1), h.reshape(4, -1) @ Md.T, rtol=1e-5, atol=1e-5)
+
+
+def test_relative_noise_measures_rms_ax_on_the_inputs_device():
+    """``invdiff reconstruct --device cuda --operator mri`` measured ``rms(A x)`` with the operator still on the
+    CPU (its mask a CPU buffer) and ``x`` on the GPU: a device mismatch. The probe fails the same way on ``meta``."""
+    from invdiff.recon.file import relative_noise
+
+    class Probe(torch.nn.Module):
+        def __init__(self, s):
+            super().__init__()
+            self.register_buffer("mask", torch.ones(4))
+            self.s = s
+
+        def A(self, x):
+            assert self.mask.device == x.device, (self.mask.device, x.device)
+            return torch.full((4,), 2.0)
+    op = relative_noise(Probe, torch.zeros(4, device="meta"), 0.5)
+    assert op.s == 1.0  # noise * rms(A x) = 0.5 * 2
