@@ -237,3 +237,56 @@ def test_3d_geometries_select_cuda3d_and_refuse_without_cuda():
             op.A(torch.zeros(1, 1, 8, 16, 20))
         with pytest.raises(RuntimeError, match="astra.use_cuda\\(\\) is False"):
             op.A_adjoint(torch.zeros(1, *op.meas_size))
+
+
+def test_ct3d_autograd_wiring_with_a_stand_in_for_astras_3d_projector(monkeypatch):
+    """CT3D's plumbing (reshapes, autograd, ``cuda3d_apply`` on CPU tensors) against a dense matrix ``M``
+    standing in for ASTRA's ``cuda3d`` calls, which cannot run without CUDA: ``A = M``, ``A^T = M^T``,
+    and the gradients of ``<A x, g>`` and ``<A^T y, h>`` are ``A^T g`` and ``A h``."""
+    import astra
+
+    op = CT3D((2, 3, 4, 5), n_views=3, geometry="parallel3d")
+    n_x, n_y = 3 * 4 * 5, op.proj_shape[0] * op.proj_shape[1] * op.proj_shape[2]
+    M = torch.randn(n_y, n_x, generator=torch.Generator().manual_seed(0))
+
+    def fp(pid, src, *, out):
+        out.copy_((M @ src.reshape(-1)).reshape(out.shape))
+
+    def bp(pid, src, *, out):
+        out.copy_((M.T @ src.reshape(-1)).reshape(out.shape))
+    monkeypatch.setattr(astra_cuda, "astra_has_cuda", lambda: True)
+    monkeypatch.setattr(astra, "create_projector", lambda *a: 7)
+    monkeypatch.setattr(astra.projector3d, "direct_FP", fp)
+    monkeypatch.setattr(astra.projector3d, "direct_BP", bp)
+    monkeypatch.setattr(astra.projector3d, "delete", lambda pid: None)
+
+    x = torch.randn(2, *op.img_size, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, *op.meas_size, dtype=torch.float64, requires_grad=True)
+    Ax, Aty = op.A(x), op.A_adjoint(y)
+    assert Ax.shape == (2, *op.meas_size) and Aty.shape == (2, *op.img_size) and Ax.dtype == torch.float64
+    Md = M.double()
+    torch.testing.assert_close(Ax.reshape(4, -1), x.detach().reshape(4, -1) @ Md.T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(Aty.reshape(4, -1), y.detach().reshape(4, -1) @ Md, rtol=1e-5, atol=1e-5)
+    g, h = torch.randn_like(Ax), torch.randn_like(Aty)
+    gx, = torch.autograd.grad((Ax * g).sum(), x)
+    gy, = torch.autograd.grad((Aty * h).sum(), y)
+    torch.testing.assert_close(gx.reshape(4, -1), g.reshape(4, -1) @ Md, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gy.reshape(4, -1), h.reshape(4, -1) @ Md.T, rtol=1e-5, atol=1e-5)
+
+
+def test_relative_noise_measures_rms_ax_on_the_inputs_device():
+    """``invdiff reconstruct --device cuda --operator mri`` measured ``rms(A x)`` with the operator still on the
+    CPU (its mask a CPU buffer) and ``x`` on the GPU: a device mismatch. The probe fails the same way on ``meta``."""
+    from invdiff.recon.file import relative_noise
+
+    class Probe(torch.nn.Module):
+        def __init__(self, s):
+            super().__init__()
+            self.register_buffer("mask", torch.ones(4))
+            self.s = s
+
+        def A(self, x):
+            assert self.mask.device == x.device, (self.mask.device, x.device)
+            return torch.full((4,), 2.0)
+    op = relative_noise(Probe, torch.zeros(4, device="meta"), 0.5)
+    assert op.s == 1.0  # noise * rms(A x) = 0.5 * 2

@@ -63,9 +63,8 @@ def save_bundle(tmp_path, net: torch.nn.Module, spatial_dims: int) -> tuple:
 ])
 def test_schedules_are_monai_ddpm_schedules(schedule, kw):
     ref = DDPMScheduler(num_train_timesteps=500, schedule=schedule, **kw).alphas_cumprod.double()
-    ab = monai_alphas_cumprod(schedule, 500, **kw)
-    assert ab.shape == ref.shape
-    assert float(((ab - ref) / ref).abs().max()) < 1e-6
+    ab = monai_alphas_cumprod(schedule, 500, **kw)  # MONAI computes it: this checks each schedule's arguments reach it
+    assert torch.equal(ab, ref)
 
 
 def reference_D(net, sched: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, prediction_type: str):

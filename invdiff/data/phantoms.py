@@ -53,16 +53,20 @@ def _grid(shape: tuple[int, ...]) -> list[Tensor]:
     return [cols, -rows, depth]
 
 
-def _paint_ellipses(params: Tensor, shape: tuple[int, int]) -> Tensor:
-    """Sum ellipse indicator functions. ``params``: (N, K, 6) = value, a, b, x0, y0, angle (rad)."""
+def _paint_ellipses(params: Tensor, shape: tuple[int, int], rect: Tensor | None = None) -> Tensor:
+    """Sum ellipse indicator functions. ``params``: (N, K, 6) = value, a, b, x0, y0, angle (rad).
+
+    ``rect`` (N, K), optional: where true, shape ``k`` is the rotated rectangle ``|u| <= a, |w| <= b`` instead."""
     x, y = _grid(shape)
     x, y = x.to(params.dtype), y.to(params.dtype)
     v, a, b, x0, y0, phi = (params[..., i, None, None] for i in range(6))
     c, s = torch.cos(phi), torch.sin(phi)
     dx, dy = x - x0, y - y0
-    u = (c * dx + s * dy) / a
-    w = (-s * dx + c * dy) / b
-    inside = (u * u + w * w) <= 1.0
+    u, w = c * dx + s * dy, -s * dx + c * dy
+    ue, we = u / a, w / b
+    inside = (ue * ue + we * we) <= 1.0
+    if rect is not None:
+        inside = torch.where(rect[..., None, None], (u.abs() <= a) & (w.abs() <= b), inside)
     return (v * inside).sum(dim=1)
 
 
@@ -163,17 +167,6 @@ def ellipsoids(shape: tuple[int, int, int] = (32, 64, 64), seed: int | None = 0,
     return vol.clamp(0, 1).to(torch.float32)[None, None]
 
 
-def _paint_rectangles(params: Tensor, shape: tuple[int, int]) -> Tensor:
-    """Sum rotated-rectangle indicators. ``params``: (N, K, 6) = value, half-width, half-height, x0, y0, angle."""
-    x, y = _grid(shape)
-    x, y = x.to(params.dtype), y.to(params.dtype)
-    v, a, b, x0, y0, phi = (params[..., i, None, None] for i in range(6))
-    c, s = torch.cos(phi), torch.sin(phi)
-    dx, dy = x - x0, y - y0
-    inside = ((c * dx + s * dy).abs() <= a) & ((-s * dx + c * dy).abs() <= b)
-    return (v * inside).sum(dim=1)
-
-
 def shapes(n: int, size: int | tuple[int, int] = 64, seed: int | None = 0, k_max: int = 48,
            generator: torch.Generator | None = None) -> Tensor:
     """``n`` random-shape phantoms, values in [0, 1], ``(n, 1, H, W)``: a broader family than :func:`ellipses`.
@@ -206,7 +199,6 @@ def shapes(n: int, size: int | tuple[int, int] = 64, seed: int | None = 0, k_max
     p = torch.stack([v, a, b.clamp(0.01, 1.0), U(-0.9, 0.9, n, k_max), U(-0.9, 0.9, n, k_max),
                      U(0, math.pi, n, k_max)], -1)
     rect = torch.rand(n, k_max, generator=g) < 1 / 3
-    img = _paint_ellipses(torch.where(rect[..., None], 0.0, p), (h, w)) + \
-        _paint_rectangles(torch.where(rect[..., None], p, 0.0), (h, w))
+    img = _paint_ellipses(p, (h, w), rect)  # one pass: each shape painted once, as an ellipse or a rectangle
     background = torch.where(torch.rand(n, generator=g) < 0.5, U(0, 0.4, n), torch.zeros(n, dtype=torch.float64))
     return (img + background[:, None, None]).clamp(0, 1).to(torch.float32)[:, None]

@@ -70,26 +70,18 @@ def _dims_3d(proj_geom: Mapping, vol_geom: Mapping) -> tuple[tuple[int, int, int
     return (D, H, W), (rows, K, cols)
 
 
-class _Project3D(torch.autograd.Function):
+class _Apply3D(torch.autograd.Function):
+    """``A z`` (``adjoint=False``) or ``A^T z`` of ``op``; the backward pass applies the other one."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, op: "CT3D") -> Tensor:
-        ctx.op = op
-        return cuda3d_apply(x, op.vol_geom, op.proj_geom, op.proj_shape, adjoint=False)
+    def forward(ctx, z: Tensor, op: "CT3D", adjoint: bool) -> Tensor:
+        ctx.op, ctx.adjoint = op, adjoint
+        out_shape = op.volume_shape if adjoint else op.proj_shape
+        return cuda3d_apply(z, op.vol_geom, op.proj_geom, out_shape, adjoint=adjoint)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        return _Backproject3D.apply(g, ctx.op), None
-
-
-class _Backproject3D(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y: Tensor, op: "CT3D") -> Tensor:
-        ctx.op = op
-        return cuda3d_apply(y, op.vol_geom, op.proj_geom, op.volume_shape, adjoint=True)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        return _Project3D.apply(g, ctx.op), None
+        return _Apply3D.apply(g, ctx.op, not ctx.adjoint), None, None
 
 
 class CT3D(dinv.physics.LinearPhysics):
@@ -194,12 +186,12 @@ class CT3D(dinv.physics.LinearPhysics):
         """Projections ``(B, C, D, H, W) -> (B, C, rows, n_views, cols)``."""
         check_input("x", x, self.img_size)
         self.projector()
-        y = _Project3D.apply(x.reshape(-1, *self.volume_shape), self)
+        y = _Apply3D.apply(x.reshape(-1, *self.volume_shape), self, False)
         return y.reshape(*x.shape[:2], *self.proj_shape)
 
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         """Back-projection ``(B, C, rows, n_views, cols) -> (B, C, D, H, W)`` (ASTRA's matched GPU back-projector)."""
         check_input("y", y, self.meas_size)
         self.projector()
-        x = _Backproject3D.apply(y.reshape(-1, *self.proj_shape), self)
+        x = _Apply3D.apply(y.reshape(-1, *self.proj_shape), self, True)
         return x.reshape(*y.shape[:2], *self.volume_shape)

@@ -91,8 +91,8 @@ def relative_noise(make_op: Callable[[float], object], x: Tensor, noise: float):
     op = make_op(0.0)
     if noise == 0:
         return op
-    with torch.no_grad():
-        scale = float(op.A(x).pow(2).mean().sqrt())
+    with torch.no_grad():  # on x's device: an operator's buffers (MRI's mask) must be where x is
+        scale = float(op.to(x.device).A(x).pow(2).mean().sqrt())
     return make_op(noise * scale)
 
 

@@ -73,21 +73,30 @@ def _select_gpu(device: torch.device) -> None:
         _GPU["index"] = idx
 
 
-def cuda2d_apply(z: Tensor, vol_geom: dict, proj_geom: dict, out_shape: tuple[int, int], adjoint: bool) -> Tensor:
-    """``A z`` (``(N, H, W) -> (N, K, n)``) or ``A^T z`` with ASTRA's 2D ``cuda`` projector on ``z``'s GPU."""
+def _cuda_apply(z: Tensor, kind: str, vol_geom: dict, proj_geom: dict, out_shape: tuple, adjoint: bool) -> Tensor:
+    """``A z`` or ``A^T z`` with ASTRA's ``kind`` projector (``"cuda"``: 2D, ``"cuda3d"``: 3D), one call per item
+    of ``z``'s first axis, in float32; the result is on ``z``'s device, in its dtype."""
+    module = astra.projector3d if kind == "cuda3d" else astra.projector
     src = z.detach().to(torch.float32).contiguous()
-    _select_gpu(src.device)
+    if src.is_cuda:
+        _select_gpu(src.device)
+        torch.cuda.synchronize(src.device)  # src written by torch's stream before ASTRA reads it
     out = torch.empty((src.shape[0], *out_shape), dtype=torch.float32, device=src.device)
-    torch.cuda.synchronize(src.device)  # src written by torch's stream before ASTRA reads it
-    pid = astra.create_projector("cuda", proj_geom, vol_geom)
+    pid = astra.create_projector(kind, proj_geom, vol_geom)
     try:
-        run = astra.projector.direct_BP if adjoint else astra.projector.direct_FP
+        run = module.direct_BP if adjoint else module.direct_FP
         for i in range(src.shape[0]):
             run(pid, src[i], out=out[i])
     finally:
-        astra.projector.delete(pid)
-    torch.cuda.synchronize(src.device)  # ASTRA may run on its own stream
+        module.delete(pid)
+    if src.is_cuda:
+        torch.cuda.synchronize(src.device)  # ASTRA may run on its own stream
     return out.to(z.dtype)
+
+
+def cuda2d_apply(z: Tensor, vol_geom: dict, proj_geom: dict, out_shape: tuple[int, int], adjoint: bool) -> Tensor:
+    """``A z`` (``(N, H, W) -> (N, K, n)``) or ``A^T z`` with ASTRA's 2D ``cuda`` projector on ``z``'s GPU."""
+    return _cuda_apply(z, "cuda", vol_geom, proj_geom, out_shape, adjoint)
 
 
 def cuda3d_apply(z: Tensor, vol_geom: dict, proj_geom: dict, out_shape: tuple[int, int, int], adjoint: bool) -> Tensor:
@@ -96,18 +105,4 @@ def cuda3d_apply(z: Tensor, vol_geom: dict, proj_geom: dict, out_shape: tuple[in
     Works on CPU or GPU tensors (ASTRA copies host data to the GPU); the result is on ``z``'s device.
     Call :func:`require_cuda3d` first.
     """
-    src = z.detach().to(torch.float32).contiguous()
-    if src.is_cuda:
-        _select_gpu(src.device)
-        torch.cuda.synchronize(src.device)
-    out = torch.empty((src.shape[0], *out_shape), dtype=torch.float32, device=src.device)
-    pid = astra.create_projector("cuda3d", proj_geom, vol_geom)
-    try:
-        run = astra.projector3d.direct_BP if adjoint else astra.projector3d.direct_FP
-        for i in range(src.shape[0]):
-            run(pid, src[i], out=out[i])
-    finally:
-        astra.projector3d.delete(pid)
-    if src.is_cuda:
-        torch.cuda.current_stream(src.device).synchronize()
-    return out.to(z.dtype)
+    return _cuda_apply(z, "cuda3d", vol_geom, proj_geom, out_shape, adjoint)
