@@ -15,8 +15,8 @@ network definition, e.g.::
 builds ``DiffusionModelUNet(**config)``, loads the weights strictly (missing / unexpected keys are
 listed) and wraps the network in :class:`~invdiff.priors.adapters.vp.VPEpsDenoiser`.
 
-The schedule is MONAI's, computed here in float32 as ``monai.networks.schedulers`` computes it
-(``alpha_bar_t = prod_{s<=t} (1 - beta_s)``)::
+The schedule is MONAI's, taken from ``monai.networks.schedulers`` (float32,
+``alpha_bar_t = prod_{s<=t} (1 - beta_s)``)::
 
     linear_beta         beta_t = linspace(beta_start, beta_end, T)
     scaled_linear_beta  beta_t = linspace(sqrt(beta_start), sqrt(beta_end), T)^2
@@ -65,6 +65,9 @@ def monai_alphas_cumprod(schedule: str = "linear_beta", num_train_timesteps: int
                          s: float = 8e-3) -> Tensor:
     """``alpha_bar_t`` of MONAI's named noise schedules (see the module docstring), float32 maths, float64 out.
 
+    Computed by MONAI itself (``monai.networks.schedulers.Scheduler``, what its ``DDPMScheduler`` builds);
+    this function adds the checks, MONAI Generative's names and the routing of each schedule's arguments.
+
     Parameters
     ----------
     schedule : {"linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine"}
@@ -82,23 +85,19 @@ def monai_alphas_cumprod(schedule: str = "linear_beta", num_train_timesteps: int
     T = num_train_timesteps
     if isinstance(T, bool) or not isinstance(T, int) or T < 2:
         raise ValueError(f"num_train_timesteps: expected an integer >= 2, got {T!r}")
-    if schedule == "linear_beta":
-        betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
-    elif schedule == "scaled_linear_beta":
-        betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
-    elif schedule == "sigmoid_beta":
-        betas = torch.sigmoid(torch.linspace(-sig_range, sig_range, T, dtype=torch.float32)) * (beta_end - beta_start) \
-            + beta_start
-    elif schedule == "cosine":
-        u = torch.linspace(0, T, T + 1, dtype=torch.float32)
-        ab = torch.cos((u / T + s) / (1 + s) * torch.pi * 0.5) ** 2
-        ab = ab / ab[0].item()
-        betas = (1.0 - ab[1:] / ab[:-1]).clip(0.0, 0.999)
-    else:
+    if schedule not in MONAI_SCHEDULES:
         raise ValueError(f"schedule: expected one of {MONAI_SCHEDULES}, got {schedule!r}")
-    if not bool(((betas > 0) & (betas < 1)).all()):
+    args = {"s": s} if schedule == "cosine" else dict(beta_start=beta_start, beta_end=beta_end)
+    if schedule == "sigmoid_beta":
+        args["sig_range"] = sig_range
+    try:
+        from monai.networks.schedulers import Scheduler
+    except ImportError as exc:
+        raise ImportError("monai_alphas_cumprod needs the 'monai' package: pip install 'invdiff[monai]'") from exc
+    sched = Scheduler(T, schedule, **args)  # MONAI's own schedule (float32), as its DDPMScheduler builds it
+    if not bool(((sched.betas > 0) & (sched.betas < 1)).all()):
         raise ValueError(f"beta_start, beta_end: the betas must lie in (0, 1), got {beta_start!r}, {beta_end!r}")
-    return torch.cumprod(1.0 - betas, dim=0).to(torch.float64)
+    return sched.alphas_cumprod.to(torch.float64)
 
 
 def _read_config(config: Mapping[str, Any] | str | os.PathLike, arg: str) -> dict[str, Any]:
