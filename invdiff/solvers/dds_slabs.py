@@ -10,11 +10,12 @@ fixed number of whole volumes exist at any time::
     z, u   ADMM-TV_z split variable and dual (only with tv_weight > 0)
     acc    sum of the last k data-consistent estimates (only with tail_average = k > 1)
 
-that is 5 to 8 float32 volumes, at most 32 bytes per voxel. The network, ``A^T A`` and ``A^T y``
-(recomputed every step rather than stored), the DDIM update and the float64 partial sums of the
+that is 5 to 8 float32 volumes, at most 32 bytes per voxel. The network, ``A^T A``, the data residual
+``A^T (y - A x)`` (so ``A^T y`` is never stored), the DDIM update and the float64 partial sums of the
 inner products run one slab of ``chunk`` slices at a time (:mod:`invdiff.solvers.slab`), so their
-temporaries are bounded by the slab. The right-hand side ``b`` is never stored: the residual
-``r = b - M x0_hat`` is assembled slab by slab.
+temporaries are bounded by the slab. The right-hand side ``b`` is never formed: the residual
+``r = b - M x0_hat = A^T (y - A x0_hat) - rho L x0_hat [+ rho D_z^T (z - u)]`` is assembled slab by slab, one
+``A`` and one ``A^T`` per slab.
 
 Random draws come from one stream per slice, seeded from ``(seed, global slice index)``
 (:class:`invdiff.solvers.slab.SliceStreams`), and inner products are summed over the ranks of the
@@ -90,13 +91,7 @@ def dds_volume_loop(solver, y: Tensor, op, lam: float, rho: float, cg_iters: int
         # 2. data consistency from x0_hat: CG on (A^T A + I/gamma [+ rho D_z^T D_z]) x = A^T y + x0_hat/gamma [+ ...]
         g = float(gamma_of(sigma))
         c = 0.0 if math.isinf(g) else 1.0 / g
-        S.apply_into(xc, Mp, c, rho_eff)
-        for a, b in S.op_ranges:  # r = b - M x0_hat with b = A^T y + c x0_hat (+ rho D_z^T (z - u) below)
-            ra = S.part(r, a, b)
-            ra.copy_(S.ATy(a, b))
-            if c > 0:
-                ra.add_(S.part(xc, a, b), alpha=c)
-            ra.sub_(S.part(Mp, a, b))
+        S.residual_into(xc, r, rho_eff)  # r = b - M x0_hat = A^T (y - A x0_hat) - rho L x0_hat (+ rho D_z^T (z - u) below)
         if tv is not None:
             tv.add_rhs_(r, S)
         cg_(lambda v, out: S.apply_into(v, out, c, rho_eff), xc, r, p, Mp, cg_iters, S.dot)

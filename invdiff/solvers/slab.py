@@ -9,7 +9,7 @@ sinograms, float64 partial sums) do not grow with ``D``. This module holds what 
   geometry (invdiff's :class:`~invdiff.operators.CT` on volumes). Other operators are applied to the
   whole local volume at once (still correct, only their temporaries are not bounded).
 - :class:`Slabs`: the local block of slices of a :class:`~invdiff.distributed.context.SliceGroup`,
-  ``A^T A`` and ``A^T y`` slab by slab, inner products accumulated in float64 and summed over the
+  ``A^T A`` and the data residual ``A^T (y - A v)`` slab by slab, inner products accumulated in float64 and summed over the
   ranks, and the second difference along z with halo slices from the neighbouring ranks.
 - :class:`SliceStreams`: one random generator per slice, seeded from ``(seed, global slice index)``,
   so that the draws of a slice do not depend on how the volume is split over ranks or slabs.
@@ -127,10 +127,6 @@ class Slabs:
             self._ops[d] = slab_operator(self.op, d)
         return self._ops[d]
 
-    def ATy(self, a: int, b: int) -> Tensor:
-        """``A^T y`` on slices ``a .. b - 1``, in ``y``'s dtype."""
-        return self._op(a, b).A_adjoint(self.part(self.y, a, b))
-
     def AtA(self, v: Tensor, a: int, b: int) -> Tensor:
         """``A^T A v`` on slices ``a .. b - 1`` of ``v``; the operator runs in ``y``'s dtype."""
         op = self._op(a, b)
@@ -167,17 +163,30 @@ class Slabs:
 
     def apply_into(self, v: Tensor, out: Tensor, c: float, rho: float) -> None:
         """``out = (A^T A + c I + rho L) v``, slab by slab (``rho = 0``: no z-coupling, no halo)."""
-        prev = nxt = None
-        if rho > 0:
-            prev, nxt = self.halo(v)
+        prev, nxt = self.halo(v) if rho > 0 else (None, None)
         for a, b in self.op_ranges:
             o = self.part(out, a, b)
             o.copy_(self.AtA(v, a, b))
             if c > 0:
                 o.add_(self.part(v, a, b), alpha=c)
-            if rho > 0:
-                for s, e in ranges(b - a, self.chunk):  # op_ranges may be the whole block: keep L's temporaries small
-                    self.part(o, s, e).add_(self.laplacian_z(self.extended(v, a + s, a + e, prev, nxt)), alpha=rho)
+            self._add_laplacian(v, o, a, b, prev, nxt, rho)
+
+    def residual_into(self, v: Tensor, out: Tensor, rho: float) -> None:
+        """``out = A^T (y - A v) - rho L v``, slab by slab: the residual ``b - M v`` of the DDS data step with
+        ``M = A^T A + c I + rho L``, ``b = A^T y + c v`` (the ``c`` terms cancel), with one adjoint per slab
+        (``A^T y`` is neither stored nor recomputed)."""
+        prev, nxt = self.halo(v) if rho > 0 else (None, None)
+        for a, b in self.op_ranges:
+            op, o = self._op(a, b), self.part(out, a, b)
+            o.copy_(op.A_adjoint(self.part(self.y, a, b) - op.A(self.part(v, a, b).to(self.y.dtype))))
+            self._add_laplacian(v, o, a, b, prev, nxt, -rho)
+
+    def _add_laplacian(self, v: Tensor, o: Tensor, a: int, b: int, prev, nxt, alpha: float) -> None:
+        """``o += alpha (L v)`` on slices ``a .. b - 1`` (``o`` is that slab of the output); nothing for ``alpha = 0``."""
+        if alpha == 0:
+            return
+        for s, e in ranges(b - a, self.chunk):  # op_ranges may be the whole block: keep L's temporaries small
+            self.part(o, s, e).add_(self.laplacian_z(self.extended(v, a + s, a + e, prev, nxt)), alpha=alpha)
 
     def chunks(self) -> Iterator[tuple[int, int]]:
         """Slabs of ``chunk`` slices for element-wise work (the network, the DDIM update)."""
