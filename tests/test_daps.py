@@ -123,3 +123,21 @@ def test_benchmark_adapter_uses_exactly_the_budget():
     out = get_method("daps").run(prior, op, measure(op, x, seed=0), 7, 0, hparams("daps", "inpaint"))
     assert (prior.calls, prior.evaluations) == (7, 14)
     assert out.x.shape == x.shape and torch.isfinite(out.x).all()
+
+
+def test_operator_calls_per_level(monkeypatch):
+    """Per level before the last: A once for the residual and once per CG iteration of each solve; A^T the same
+    plus one for the draw's A^T z2 (A^T y is not recomputed)."""
+    from invdiff.priors import GaussianPrior
+
+    op = dense_op(8, (1, 4, 4))
+    calls = {"A": 0, "A_adjoint": 0}
+    for name in calls:
+        f = getattr(op, name)
+        monkeypatch.setattr(op, name, lambda v, *a, _f=f, _n=name, **k: (
+            calls.__setitem__(_n, calls[_n] + 1), _f(v, *a, **k))[1])
+    seen = []
+    DAPS(GaussianPrior(torch.full((1, 4, 4), 0.5), 0.3), steps=4, cg_iters=3).reconstruct(torch.zeros(1, 8), op, seed=0, progress=False,
+                                                          callback=lambda d: seen.append(dict(calls)))
+    for before, after in zip(seen[:-2], seen[1:-1]):
+        assert {k: after[k] - before[k] for k in calls} == {"A": 1 + 2 * 3, "A_adjoint": 2 + 2 * 3}

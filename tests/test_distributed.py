@@ -203,3 +203,21 @@ def test_block_split_and_single_group():
     assert g.gather(t) is t and g.halo(t[:, :, 0], t[:, :, -1]) == (None, None)
     with pytest.raises(ValueError, match="slices"):
         g.local(torch.zeros(1, 1, 4, 2, 2))
+
+
+def test_slab_loop_operator_calls_per_step(monkeypatch):
+    """Per step: cg_iters + 1 passes of A and of A^T over the slabs (the residual A^T (y - A x0_hat) and one
+    A^T A per CG iteration); A^T y is neither stored nor recomputed."""
+    _, op, y = volume_problem()
+    calls = {"A": 0, "A_adjoint": 0}
+    for name in calls:
+        f = getattr(operators.CT, name)
+        monkeypatch.setattr(operators.CT, name, lambda self, v, *a, _f=f, _n=name, **k: (
+            calls.__setitem__(_n, calls[_n] + 1), _f(self, v, *a, **k))[1])
+    seen = []
+    prior = priors.GaussianPrior(torch.full((1, N, N), 0.4), 0.3)
+    s = DDS(prior, steps=4, cg_iters=3, tv_weight=0.2, chunk=3)
+    s.reconstruct(y, op, seed=0, progress=False, callback=lambda d: seen.append(dict(calls)))
+    slabs = math.ceil(D / 3)
+    for before, after in zip(seen, seen[1:]):
+        assert {k: after[k] - before[k] for k in calls} == {"A": 4 * slabs, "A_adjoint": 4 * slabs}

@@ -35,7 +35,8 @@ def test_moves_keep_the_exact_gaussian_posterior(jacobian):
     N, steps = 400, 30
     smc = with_moves(SMC(prior, particles=N, steps=steps), LangevinMoves(1, step=0.3, jacobian=jacobian, always=True))
     r = smc.reconstruct(y, op, n_samples=4, seed=0, progress=False)
-    assert r.nfe == 3 * steps  # tilt + one move + re-evaluation at every step
+    # tilt + one move + re-evaluation at every step; "isotropic" takes the move's D from the tilt (no graph needed)
+    assert r.nfe == (3 if jacobian == "autograd" else 2) * steps
     ess_b = r.info["final_ess"]
     assert ess_b.min() > 0.5 * N
     pm, pv = post.mean().to(torch.float64), post.var().to(torch.float64)

@@ -144,7 +144,8 @@ def gaussian_x0_step(x0_hat: Tensor, y: Tensor, op, r: float, s_y: float, cg_ite
     r"""Mean and one draw of ``N(m, Sigma) ~ N(x0_hat, r^2 I) N(y; A x0, s_y^2 I)`` (float64).
 
     ``Sigma^{-1} = I / r^2 + A^T A / s_y^2``, ``m = Sigma (x0_hat / r^2 + A^T y / s_y^2)``, by ``cg_iters``
-    CG iterations from ``x0_hat``. The draw is perturb-and-solve: ``m + Sigma (z1 / r + A^T z2 / s_y)``
+    CG iterations from ``x0_hat`` (run as CG from 0 on the correction, ``Sigma^{-1} (m - x0_hat) = A^T (y - A x0_hat)
+    / s_y^2``: the same iterates, with no ``A^T y``). The draw is perturb-and-solve: ``m + Sigma (z1 / r + A^T z2 / s_y)``
     with ``z1, z2 ~ N(0, I)``, whose covariance is ``Sigma (I / r^2 + A^T A / s_y^2) Sigma = Sigma``
     (exact once CG has converged); ``generator=None`` skips it (returns ``(m, None)``).
     """
@@ -154,7 +155,7 @@ def gaussian_x0_step(x0_hat: Tensor, y: Tensor, op, r: float, s_y: float, cg_ite
         return v / r**2 + op.A_adjoint(op.A(v.to(y.dtype))).to(dt) / s_y**2
 
     x0_hat = x0_hat.to(dt)
-    m = cg(normal, x0_hat / r**2 + op.A_adjoint(y).to(dt) / s_y**2, x0=x0_hat, iters=cg_iters)
+    m = x0_hat + cg(normal, op.A_adjoint(y - op.A(x0_hat.to(y.dtype))).to(dt) / s_y**2, iters=cg_iters)
     if generator is None:
         return m, None
     z1 = torch.randn(x0_hat.shape, generator=generator, device=y.device, dtype=dt)

@@ -24,7 +24,8 @@ from the tilt (``J ≈ tau^2 / sigma^2``, ``G >= tau^2 A A^T``), so ``step < 1``
 surrogate's ``J ≈ (tau_k^2 / sigma_k^2) I`` (no backward pass, the approximation the SMC's proposal makes).
 
 Cost per move: one network call on the ensemble (plus its backward with ``"autograd"``), and one more to
-re-evaluate ``D`` and the tilt at the moved particles. The weights are left as they are (the kernel is
+re-evaluate ``D`` and the tilt at the moved particles; ``"isotropic"`` takes the first move's ``D`` from the
+SMC's step (the particles have not moved yet), so ``n_moves`` calls in all instead of ``n_moves + 1``. The weights are left as they are (the kernel is
 ``pi_k``-invariant up to the ULA error), so a resampled ensemble keeps equal weights.
 """
 
@@ -87,9 +88,10 @@ class LangevinMoves:
         N = x.shape[0] // resampled.shape[0]
         rows = (torch.ones_like(resampled) if self.always else resampled).repeat_interleave(N)
         eps = self.step * sigma**2
-        x_new = x
+        x_new, x0 = x, x0_hat  # D(x, sigma) is known at the start: the isotropic gradient reuses it
         for _ in range(self.n_moves):
-            grad = self._grad_log_target(smc, ctx, x_new, tau2, sigma)
+            grad = self._grad_log_target(smc, ctx, x_new, tau2, sigma, x0)
+            x0 = None
             z = ctx.randn(x)  # the particles' own streams: the same draws whatever the number of ranks
             x_new = x_new + eps * grad + math.sqrt(2 * eps) * z
         # D and the tilt at the moved particles (what the next move and weight of the SMC need)
@@ -100,12 +102,14 @@ class LangevinMoves:
         return (torch.where(keep, x_new, x), torch.where(keep, x0_new, x0_hat),
                 torch.where(rows, -0.5 * q, log_tilt))
 
-    def _grad_log_target(self, smc, ctx, x: Tensor, tau2: Tensor, sigma: float) -> Tensor:
-        """``(D(x, sigma) - x) / sigma^2 + J^T A^T G^{-1} (y - A D(x, sigma))``."""
+    def _grad_log_target(self, smc, ctx, x: Tensor, tau2: Tensor, sigma: float, x0: Tensor | None = None) -> Tensor:
+        """``(D(x, sigma) - x) / sigma^2 + J^T A^T G^{-1} (y - A D(x, sigma))``; ``x0``: ``D(x, sigma)`` if known
+        (used by ``"isotropic"`` only: ``"autograd"`` needs the network's graph)."""
         exact = self.jacobian == "autograd"
         with torch.set_grad_enabled(exact):
             xg = x.detach().requires_grad_(exact)
-            x0 = smc.denoise(xg, sigma, grad=exact)
+            if exact or x0 is None:
+                x0 = smc.denoise(xg, sigma, grad=exact)
             r = ctx.yN - ctx.op.A(x0).to(x.dtype)
             _, u = ctx.gs.quad(r.detach(), ctx.s2, tau2)  # u = G^{-1} r
             if exact:  # d/dx of -1/2 r^T G^{-1} r = J^T A^T u
