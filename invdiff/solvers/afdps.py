@@ -166,12 +166,13 @@ class AFDPS(EnsembleSampler):
             h, kappa = sigma**2 - sigma_next**2, sigma_next**2 / sigma**2
             # 1. Tweedie estimate and the tilt at the particle
             x0_hat = self.denoise(st.x, sigma)
-            log_tilt = ctx.log_lik(st.x)
+            r = ctx.yN - ctx.op.A(st.x).to(dt)  # y - A x_k: the tilt, and the Euler step's grad mu_y
+            log_tilt = -0.5 * sqnorm(r) / ctx.s2  # ctx.log_lik(st.x)
             self.check_iterate("x0_hat", x0_hat, k)
             # 2. weight of the coming move, a function of x_k only (none before the last, deterministic, move)
             m_next = None
             if sigma_next > 0:
-                m_next, inc = self._weight(ctx, st.x, x0_hat, log_tilt, sigma, h, kappa)
+                m_next, inc = self._weight(ctx, st.x, x0_hat, r, log_tilt, sigma, h, kappa)
                 st.log_w = st.log_w + inc.reshape(B, N)
             # 3. resample
             st.log_w, ess_k, do, (st.x, x0_hat, log_tilt, m_next) = self._resample(st.log_w, ctx.g, st.x, x0_hat,
@@ -188,14 +189,15 @@ class AFDPS(EnsembleSampler):
             self.check_iterate("x", st.x, k)
         return st.x, st.log_w
 
-    def _weight(self, ctx: Context, x: Tensor, x0_hat: Tensor, log_tilt: Tensor, sigma: float, h: float,
+    def _weight(self, ctx: Context, x: Tensor, x0_hat: Tensor, r: Tensor, log_tilt: Tensor, sigma: float, h: float,
                 kappa: float) -> tuple[Tensor, Tensor]:
-        """2. Mean of the coming move and the log-weight increment (module docstring), per particle."""
+        """2. Mean of the coming move and the log-weight increment (module docstring), per particle; ``r`` is
+        ``y - A x``, ``log_tilt`` its ``-|r|^2 / (2 s^2)``."""
         op, yN, s2, dt = ctx.op, ctx.yN, ctx.s2, torch.float64
         if self.proposal == "gaussian":  # the mu_y part of the step integrated exactly
             m = x0_hat + kappa * (x - x0_hat)  # ancestral mean, variance kappa h
             m_next, log_Z = ctx.gs.mean(m, yN - op.A(m).to(dt), kappa * h, 1.0, s2)
             return m_next, log_Z - log_tilt
         score = (x0_hat - x) / sigma**2  # literal Euler-Maruyama of the PDE
-        grad_mu = op.A_adjoint(op.A(x).to(dt) - yN).to(dt) / s2
+        grad_mu = -op.A_adjoint(r).to(dt) / s2
         return x + h * (score - grad_mu), h * (0.5 * sqnorm(grad_mu) - dot(score, grad_mu))
