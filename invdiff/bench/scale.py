@@ -44,14 +44,9 @@ def make_prior(name: str, size: int):
     if name == "unet":
         return priors.load("phantom-ct-64")
     if name == "adm":
-        from invdiff.priors.adapters.adm import ADMConfig, ADMUNet
-        from invdiff.priors.adapters.vp import VPEpsDenoiser, make_alphas_cumprod
+        from invdiff.bench.gpu import adm_prior
 
-        torch.manual_seed(0)
-        cfg = ADMConfig(in_channels=1)
-        net = ADMUNet(cfg)
-        return VPEpsDenoiser(net, make_alphas_cumprod("linear", 1000, 1e-4, 0.02), data_range=(-1.0, 1.0),
-                             prediction_type="epsilon", name="adm256-random", pad_multiple=cfg.pad_multiple).eval()
+        return adm_prior(256, torch.device("cpu"))[0]
     if name == "gauss":
         return priors.GaussianPrior(torch.full((1, size, size), 0.5), 0.3)
     raise ValueError(f"prior: expected one of {PRIORS}, got {name!r}")
