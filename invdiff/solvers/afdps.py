@@ -75,9 +75,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.ensemble import Context, EnsembleSampler
+from invdiff.solvers.ensemble import Context, EnsembleSampler, prior_std_of
 from invdiff.solvers.smc_gauss import dot, sqnorm
-from invdiff.validate import check_positive_float
 
 __all__ = ["AFDPS"]
 
@@ -147,11 +146,7 @@ class AFDPS(EnsembleSampler):
         if proposal not in _PROPOSALS:
             raise ValueError(f"proposal: expected one of {_PROPOSALS}, got {proposal!r}")
         self.proposal = proposal
-        if isinstance(prior_std, str):
-            if prior_std != "auto":
-                raise ValueError(f"prior_std: expected a positive number or 'auto', got {prior_std!r}")
-            prior_std = getattr(prior, "sigma_data", 0.5)
-        self.prior_std = check_positive_float("prior_std", prior_std)
+        self.prior_std = prior_std_of(prior, prior_std)
 
     def _loop(self, ctx: Context, sigmas: Tensor, progress: bool, B: int, N: int) -> tuple[Tensor, Tensor]:
         """Stage I, then Stage II: 1. Tweedie estimate and tilt, 2. weight, 3. resample, 4. move."""

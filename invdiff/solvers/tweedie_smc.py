@@ -70,7 +70,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.ensemble import Context, EnsembleSampler
+from invdiff.solvers.ensemble import Context, EnsembleSampler, prior_std_of
 from invdiff.solvers.smc_gauss import col, dot, sqnorm
 from invdiff.validate import check_positive_float
 
@@ -172,11 +172,7 @@ class SMC(EnsembleSampler):
             raise ValueError(f"proposal: expected one of {_PROPOSALS}, got {proposal!r}")
         self.tilt, self.proposal = tilt, proposal
         self.adapt_prior_std = isinstance(prior_std, str)
-        if self.adapt_prior_std:
-            if prior_std != "auto":
-                raise ValueError(f"prior_std: expected a positive number or 'auto', got {prior_std!r}")
-            prior_std = getattr(prior, "sigma_data", 0.5)
-        self.prior_std = check_positive_float("prior_std", prior_std)
+        self.prior_std = prior_std_of(prior, prior_std)
         self.guidance_scale = check_positive_float("guidance_scale", guidance_scale, allow_zero=True)
 
     def _loop(self, ctx: Context, sigmas: Tensor, progress: bool, B: int, N: int) -> tuple[Tensor, Tensor]:
