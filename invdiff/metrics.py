@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["psnr", "ssim", "sliced_wasserstein", "coverage"]
+__all__ = ["psnr", "ssim", "sliced_wasserstein", "central_intervals", "coverage"]
 
 
 def _check_pair(x: Tensor, ref: Tensor, min_ndim: int = 3) -> None:
@@ -220,6 +220,27 @@ def sliced_wasserstein(a: Tensor, b: Tensor, n_projections: int = 256, seed: int
     return math.sqrt(float(w2.mean()))
 
 
+def central_intervals(samples: Tensor, levels) -> tuple[Tensor, Tensor]:
+    r"""Per-element central credible intervals of ``samples`` ``(S, ...)`` at each of ``levels``, from one sort.
+
+    ``[q_{(1-p)/2}, q_{(1+p)/2}]`` with the quantiles linearly interpolated at position ``q (S - 1)`` between
+    order statistics (as ``torch.quantile``, without its input-size limit). Returns ``(lower, upper)``, each
+    ``(len(levels), ...)`` float64.
+    """
+    S = samples.shape[0]
+    srt, _ = samples.detach().to(torch.float64).sort(dim=0)
+
+    def quantile(q: float) -> Tensor:  # linear interpolation at position q (S - 1)
+        pos = q * (S - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, S - 1)
+        return srt[lo] + (pos - lo) * (srt[hi] - srt[lo])
+
+    lower = torch.stack([quantile((1 - p) / 2) for p in levels])
+    upper = torch.stack([quantile((1 + p) / 2) for p in levels])
+    return lower, upper
+
+
 def coverage(samples: Tensor, truth: Tensor, level: float = 0.9) -> float:
     r"""Fraction of pixels whose true value lies in the samples' central credible interval.
 
@@ -250,15 +271,6 @@ def coverage(samples: Tensor, truth: Tensor, level: float = 0.9) -> float:
         raise ValueError(f"truth: shape {tuple(truth.shape)} should equal samples.shape[1:] = {tuple(samples.shape[1:])}")
     if not isinstance(level, (int, float)) or not 0 < level < 1:
         raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
-    S = samples.shape[0]
-    srt, _ = samples.detach().to(torch.float64).reshape(S, -1).sort(dim=0)
-
-    def quantile(q: float) -> Tensor:  # linear interpolation at position q (S - 1)
-        pos = q * (S - 1)
-        lo = math.floor(pos)
-        hi = min(lo + 1, S - 1)
-        return srt[lo] + (pos - lo) * (srt[hi] - srt[lo])
-
-    lower, upper = quantile((1 - level) / 2), quantile((1 + level) / 2)
-    t = truth.detach().to(torch.float64).reshape(-1)
-    return float(((t >= lower) & (t <= upper)).double().mean())
+    lower, upper = central_intervals(samples, (level,))
+    t = truth.detach().to(torch.float64)
+    return float(((t >= lower[0]) & (t <= upper[0])).double().mean())

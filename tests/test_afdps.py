@@ -67,6 +67,7 @@ def test_gaussian_weight_update_is_the_paper_weight_to_first_order():
     ctx = Context(pb.op, yN, (1, 8, 8), ctx_s2, torch.Generator(), GaussianSteps(pb.op, 50, 1e-12), None)
     sigma = 0.3
     x0_hat = pb.prior(x, sigma).double()
+    r = yN - pb.op.A(x).double()
     log_tilt = ctx.log_lik(x)
     errs = []
     for h in (1e-6, 1e-7):
@@ -74,7 +75,7 @@ def test_gaussian_weight_update_is_the_paper_weight_to_first_order():
         incs = []
         for proposal in ("gaussian", "euler"):
             solver = AFDPS(pb.prior, proposal=proposal)
-            _, inc = solver._weight(ctx, x, x0_hat, log_tilt, sigma, h, kappa)
+            _, inc = solver._weight(ctx, x, x0_hat, r, log_tilt, sigma, h, kappa)
             incs.append(inc - inc.mean())
         errs.append(float((incs[0] - incs[1]).norm() / incs[1].norm()))
     print(f"relative difference Gaussian vs Euler increments: {errs}")

@@ -74,6 +74,13 @@ def test_interval_coverage_per_image_matches_metrics_coverage():
     cov = interval_coverage(samples, truth, levels=(0.5, 0.9))
     for b in range(3):
         assert cov[b].tolist() == [coverage(samples[:, b], truth[b], 0.5), coverage(samples[:, b], truth[b], 0.9)]
+    mask = torch.rand(3, 1, 8, 8, generator=g) < 0.5  # a different subset per image; image 2 has none
+    mask[2] = False
+    cov = interval_coverage(samples, truth, levels=(0.5, 0.9), mask=mask)
+    for b in range(2):
+        s, t = samples[:, b][:, mask[b]], truth[b][mask[b]]
+        assert cov[b].tolist() == pytest.approx([coverage(s, t, 0.5), coverage(s, t, 0.9)], abs=1e-15)
+    assert cov[2].isnan().all()
 
 
 def test_bad_input_is_named():

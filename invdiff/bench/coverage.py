@@ -62,7 +62,7 @@ from torch import Tensor
 from invdiff.bench.counting import CountingDenoiser
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
 from invdiff.bench.tasks import get_task, measure, test_images
-from invdiff.metrics import coverage, psnr
+from invdiff.metrics import central_intervals, psnr
 from invdiff.utils import atomic_path
 
 __all__ = ["LEVELS", "reference_coverage", "interval_coverage", "Spec", "parse_spec", "run", "table", "main"]
@@ -119,19 +119,14 @@ def interval_coverage(samples: Tensor, truth: Tensor, levels=LEVELS, mask: Tenso
                          f"{tuple(truth.shape) if torch.is_tensor(truth) else type(truth).__name__}")
     if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(truth.shape)):
         raise ValueError(f"mask: expected a boolean tensor of shape {tuple(truth.shape)}")
-    B = truth.shape[0]
-    out = torch.full((B, len(levels)), float("nan"), dtype=torch.float64)
-    for b in range(B):
-        keep = None if mask is None else mask[b].reshape(-1).bool()
-        if keep is not None and not bool(keep.any()):
-            continue
-        s = samples[:, b].reshape(samples.shape[0], -1)
-        t = truth[b].reshape(-1)
-        if keep is not None:
-            s, t = s[:, keep], t[keep]
-        for i, p in enumerate(levels):
-            out[b, i] = coverage(s, t, float(p))
-    return out
+    K, B = samples.shape[:2]
+    lower, upper = central_intervals(samples.reshape(K, B, -1), levels)  # (L, B, pixels)
+    t = truth.detach().reshape(B, -1).to(torch.float64)
+    inside = (t >= lower) & (t <= upper)
+    if mask is None:
+        return inside.double().mean(-1).T
+    keep = mask.reshape(B, -1).bool()
+    return ((inside & keep).sum(-1).double() / keep.sum(-1)).T  # 0 / 0: NaN for an image with no pixel kept
 
 
 @dataclass

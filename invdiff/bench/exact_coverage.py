@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from invdiff.bench.exact_posterior import Problem, make_problem, score
+from invdiff.metrics import central_intervals
 from invdiff.priors.analytic import GaussianMixturePosterior
 from invdiff.utils import atomic_path
 
@@ -36,14 +37,9 @@ def exact_mass_coverage(samples: Tensor, post: GaussianMixturePosterior, levels=
                         seed: int = 0) -> list[float]:
     """Fraction of ``n_exact`` exact posterior samples' pixels inside the per-pixel central intervals of
     ``samples`` ``(S, 1, ...)`` (measurement 0), one value per level (module docstring)."""
-    S = samples.shape[0]
-    X = samples[:, 0].reshape(S, -1).to(torch.float64)
-    E = post.sample(n_exact, generator=torch.Generator().manual_seed(seed))[:, 0].reshape(n_exact, -1)
-    out = []
-    for p in levels:
-        lo, hi = torch.quantile(X, torch.tensor([(1 - p) / 2, (1 + p) / 2], dtype=torch.float64), dim=0)
-        out.append(float(((E >= lo) & (E <= hi)).to(torch.float64).mean()))
-    return out
+    lower, upper = central_intervals(samples[:, 0], levels)  # (L, ...)
+    E = post.sample(n_exact, generator=torch.Generator().manual_seed(seed))[:, 0].to(torch.float64)
+    return [float(((E >= lo) & (E <= hi)).double().mean()) for lo, hi in zip(lower, upper)]
 
 
 def _rows(quick: bool) -> list[tuple[str, int, int, Callable]]:

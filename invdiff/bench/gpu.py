@@ -64,7 +64,8 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple
 
 
 def adm_prior(size: int, device: torch.device):
-    """An ADM network of guided-diffusion's FFHQ-256 layout (1 channel), randomly initialised, as a denoiser."""
+    """An ADM network of guided-diffusion's FFHQ-256 layout (1 channel), randomly initialised (seed 0), as a
+    denoiser, and its parameter count (also :func:`invdiff.bench.scale.make_prior`'s ``"adm"``)."""
     from invdiff.priors.adapters.adm import ADM_CONFIGS, ADMConfig, ADMUNet
     from invdiff.priors.adapters.vp import VPEpsDenoiser, make_alphas_cumprod
 
@@ -76,7 +77,7 @@ def adm_prior(size: int, device: torch.device):
                         attention_resolutions=(size // 2,), num_head_channels=32)
     torch.manual_seed(0)
     net = ADMUNet(cfg)
-    D = VPEpsDenoiser(net, make_alphas_cumprod("linear", 1000), pad_multiple=cfg.pad_multiple)
+    D = VPEpsDenoiser(net, make_alphas_cumprod("linear", 1000), name=f"adm{size}-random", pad_multiple=cfg.pad_multiple)
     n_params = sum(p.numel() for p in net.parameters())
     return D.to(device).eval(), n_params
 

@@ -1,8 +1,8 @@
 """Scaling benchmark of the slice-wise solvers: memory per voxel, seconds per slice-step, 1 rank vs 2.
 
-``python -m invdiff.bench.scale [--out benchmarks/SCALE.md] [--quick]`` runs every measurement in a
-fresh subprocess (so that one run's heap does not inflate the next one's resident set) and writes a
-Markdown report. One measurement alone::
+``python -m invdiff.bench.scale [--json benchmarks/scale.json] [--quick]`` runs every measurement in a
+fresh subprocess (so that one run's heap does not inflate the next one's resident set) and writes them
+to the JSON file (benchmarks/SCALE.md reports them). One measurement alone::
 
     python -m invdiff.bench.scale one --depth 16 --size 128 --prior unet --solver dds --steps 3
 
@@ -44,14 +44,9 @@ def make_prior(name: str, size: int):
     if name == "unet":
         return priors.load("phantom-ct-64")
     if name == "adm":
-        from invdiff.priors.adapters.adm import ADMConfig, ADMUNet
-        from invdiff.priors.adapters.vp import VPEpsDenoiser, make_alphas_cumprod
+        from invdiff.bench.gpu import adm_prior
 
-        torch.manual_seed(0)
-        cfg = ADMConfig(in_channels=1)
-        net = ADMUNet(cfg)
-        return VPEpsDenoiser(net, make_alphas_cumprod("linear", 1000, 1e-4, 0.02), data_range=(-1.0, 1.0),
-                             prediction_type="epsilon", name="adm256-random", pad_multiple=cfg.pad_multiple).eval()
+        return adm_prior(256, torch.device("cpu"))[0]
     if name == "gauss":
         return priors.GaussianPrior(torch.full((1, size, size), 0.5), 0.3)
     raise ValueError(f"prior: expected one of {PRIORS}, got {name!r}")
@@ -177,12 +172,23 @@ def run_all(quick: bool, log) -> dict:
     return res
 
 
+def _compare(out: dict, x, steps: int) -> dict:
+    """PSNR per image of the ``float64`` and ``float32`` reconstructions in ``out`` against ``x``, their mean
+    and largest difference, and the largest pixel difference (in float64)."""
+    from invdiff import metrics
+
+    p64, p32 = (metrics.psnr(out[k], x).flatten().tolist() for k in ("float64", "float32"))
+    return {"psnr_float64": p64, "psnr_float32": p32, "mean_psnr_diff_db": sum(a - b for a, b in zip(p32, p64)) / len(p64),
+            "max_abs_psnr_diff_db": max(abs(a - b) for a, b in zip(p32, p64)),
+            "max_abs_diff": float((out["float32"].double() - out["float64"].double()).abs().max()), "steps": steps}
+
+
 def precision(n_images: int = 8, steps: int = 100) -> dict:
     """DDS (preset) on the ct16 task's test images with the 2D state in float64 (the default) and float32.
 
     Returns the PSNR of each and the largest absolute difference between the two reconstructions.
     """
-    from invdiff import metrics, priors
+    from invdiff import priors
     from invdiff.bench.tasks import TASKS, measure, test_images
     from invdiff.solvers import DDS
 
@@ -195,16 +201,13 @@ def precision(n_images: int = 8, steps: int = 100) -> dict:
         s = DDS(prior, steps=steps)
         s.image_dtype = dtype
         out[name] = s.reconstruct(y, op, seed=0, progress=False).mean
-    p64, p32 = (metrics.psnr(out[k], x).flatten().tolist() for k in ("float64", "float32"))
-    return {"psnr_float64": p64, "psnr_float32": p32, "mean_psnr_diff_db": sum(a - b for a, b in zip(p32, p64)) / len(p64),
-            "max_abs_psnr_diff_db": max(abs(a - b) for a, b in zip(p32, p64)),
-            "max_abs_diff": float((out["float32"] - out["float64"]).abs().max()), "steps": steps}
+    return _compare(out, x, steps)
 
 
 def precision_volume(n_images: int = 8, steps: int = 100) -> dict:
     """DDS (preset) on the ct16 test images stacked as the slices of one volume (CT 16 views on the volume,
     the same noise level), the volume state in float32 (the default) and float64; PSNR per slice."""
-    from invdiff import metrics, priors
+    from invdiff import priors
     from invdiff.bench.tasks import TASKS, _noise_std_of, test_images
     from invdiff.operators import CT
     from invdiff.solvers import DDS
@@ -222,10 +225,7 @@ def precision_volume(n_images: int = 8, steps: int = 100) -> dict:
         s = DDS(prior, steps=steps)
         s.volume_dtype = dtype
         out[name] = s.reconstruct(y, op, seed=0, progress=False).mean[0].transpose(0, 1)  # (n, 1, H, W)
-    p64, p32 = (metrics.psnr(out[k].double(), x2.double()).flatten().tolist() for k in ("float64", "float32"))
-    return {"psnr_float64": p64, "psnr_float32": p32, "mean_psnr_diff_db": sum(a - b for a, b in zip(p32, p64)) / len(p64),
-            "max_abs_psnr_diff_db": max(abs(a - b) for a, b in zip(p32, p64)),
-            "max_abs_diff": float((out["float32"].double() - out["float64"]).abs().max()), "steps": steps}
+    return _compare(out, x2, steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,12 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     res = run_all(args.quick, lambda line: print(line, flush=True))
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(res, indent=1))
-    tmp.replace(out)
-    print(f"wrote {out}")
+    from invdiff.utils import atomic_path
+
+    with atomic_path(args.json, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(res, indent=1))
+    print(f"wrote {args.json}")
     return 0
 
 

@@ -75,9 +75,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.ensemble import Context, EnsembleSampler
+from invdiff.solvers.ensemble import Context, EnsembleSampler, prior_std_of
 from invdiff.solvers.smc_gauss import dot, sqnorm
-from invdiff.validate import check_positive_float
 
 __all__ = ["AFDPS"]
 
@@ -147,11 +146,7 @@ class AFDPS(EnsembleSampler):
         if proposal not in _PROPOSALS:
             raise ValueError(f"proposal: expected one of {_PROPOSALS}, got {proposal!r}")
         self.proposal = proposal
-        if isinstance(prior_std, str):
-            if prior_std != "auto":
-                raise ValueError(f"prior_std: expected a positive number or 'auto', got {prior_std!r}")
-            prior_std = getattr(prior, "sigma_data", 0.5)
-        self.prior_std = check_positive_float("prior_std", prior_std)
+        self.prior_std = prior_std_of(prior, prior_std)
 
     def _loop(self, ctx: Context, sigmas: Tensor, progress: bool, B: int, N: int) -> tuple[Tensor, Tensor]:
         """Stage I, then Stage II: 1. Tweedie estimate and tilt, 2. weight, 3. resample, 4. move."""
@@ -166,12 +161,13 @@ class AFDPS(EnsembleSampler):
             h, kappa = sigma**2 - sigma_next**2, sigma_next**2 / sigma**2
             # 1. Tweedie estimate and the tilt at the particle
             x0_hat = self.denoise(st.x, sigma)
-            log_tilt = ctx.log_lik(st.x)
+            r = ctx.yN - ctx.op.A(st.x).to(dt)  # y - A x_k: the tilt, and the Euler step's grad mu_y
+            log_tilt = -0.5 * sqnorm(r) / ctx.s2  # ctx.log_lik(st.x)
             self.check_iterate("x0_hat", x0_hat, k)
             # 2. weight of the coming move, a function of x_k only (none before the last, deterministic, move)
             m_next = None
             if sigma_next > 0:
-                m_next, inc = self._weight(ctx, st.x, x0_hat, log_tilt, sigma, h, kappa)
+                m_next, inc = self._weight(ctx, st.x, x0_hat, r, log_tilt, sigma, h, kappa)
                 st.log_w = st.log_w + inc.reshape(B, N)
             # 3. resample
             st.log_w, ess_k, do, (st.x, x0_hat, log_tilt, m_next) = self._resample(st.log_w, ctx.g, st.x, x0_hat,
@@ -188,14 +184,15 @@ class AFDPS(EnsembleSampler):
             self.check_iterate("x", st.x, k)
         return st.x, st.log_w
 
-    def _weight(self, ctx: Context, x: Tensor, x0_hat: Tensor, log_tilt: Tensor, sigma: float, h: float,
+    def _weight(self, ctx: Context, x: Tensor, x0_hat: Tensor, r: Tensor, log_tilt: Tensor, sigma: float, h: float,
                 kappa: float) -> tuple[Tensor, Tensor]:
-        """2. Mean of the coming move and the log-weight increment (module docstring), per particle."""
+        """2. Mean of the coming move and the log-weight increment (module docstring), per particle; ``r`` is
+        ``y - A x``, ``log_tilt`` its ``-|r|^2 / (2 s^2)``."""
         op, yN, s2, dt = ctx.op, ctx.yN, ctx.s2, torch.float64
         if self.proposal == "gaussian":  # the mu_y part of the step integrated exactly
             m = x0_hat + kappa * (x - x0_hat)  # ancestral mean, variance kappa h
             m_next, log_Z = ctx.gs.mean(m, yN - op.A(m).to(dt), kappa * h, 1.0, s2)
             return m_next, log_Z - log_tilt
         score = (x0_hat - x) / sigma**2  # literal Euler-Maruyama of the PDE
-        grad_mu = op.A_adjoint(op.A(x).to(dt) - yN).to(dt) / s2
+        grad_mu = -op.A_adjoint(r).to(dt) / s2
         return x + h * (score - grad_mu), h * (0.5 * sqnorm(grad_mu) - dot(score, grad_mu))

@@ -38,6 +38,16 @@ from invdiff.utils import measurement_noise_std
 from invdiff.validate import check_measurement, check_positive_float, check_positive_int, check_unit_interval
 
 
+def prior_std_of(prior, prior_std: float | str) -> float:
+    """The per-pixel prior std of the samplers' ``prior_std`` argument: a positive number, or ``"auto"``: the
+    prior's ``sigma_data``, else 0.5."""
+    if isinstance(prior_std, str):
+        if prior_std != "auto":
+            raise ValueError(f"prior_std: expected a positive number or 'auto', got {prior_std!r}")
+        prior_std = getattr(prior, "sigma_data", 0.5)
+    return check_positive_float("prior_std", prior_std)
+
+
 @dataclass
 class Context:
     """What one run's loop shares: the operator, the measurement repeated per local particle ``yN``, the image

@@ -70,7 +70,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from invdiff.solvers.ensemble import Context, EnsembleSampler
+from invdiff.solvers.ensemble import Context, EnsembleSampler, prior_std_of
 from invdiff.solvers.smc_gauss import col, dot, sqnorm
 from invdiff.validate import check_positive_float
 
@@ -172,11 +172,7 @@ class SMC(EnsembleSampler):
             raise ValueError(f"proposal: expected one of {_PROPOSALS}, got {proposal!r}")
         self.tilt, self.proposal = tilt, proposal
         self.adapt_prior_std = isinstance(prior_std, str)
-        if self.adapt_prior_std:
-            if prior_std != "auto":
-                raise ValueError(f"prior_std: expected a positive number or 'auto', got {prior_std!r}")
-            prior_std = getattr(prior, "sigma_data", 0.5)
-        self.prior_std = check_positive_float("prior_std", prior_std)
+        self.prior_std = prior_std_of(prior, prior_std)
         self.guidance_scale = check_positive_float("guidance_scale", guidance_scale, allow_zero=True)
 
     def _loop(self, ctx: Context, sigmas: Tensor, progress: bool, B: int, N: int) -> tuple[Tensor, Tensor]:
@@ -190,16 +186,18 @@ class SMC(EnsembleSampler):
             h, kappa = sigma**2 - sigma_next**2, sigma_next**2 / sigma**2
             # 1. Tweedie estimate in one network call, c, the tilt y~_k (its gradient for proposal="gradient")
             want_grad = self.proposal == "gradient" and sigma_next > 0 and self.guidance_scale > 0
-            x0_hat, tau2, log_tilt, grad = self._tilt(ctx, st, sigma, want_grad, N)
+            x0_hat, tau2, log_tilt, grad, r = self._tilt(ctx, st, sigma, want_grad, N)
             self.check_iterate("x0_hat", x0_hat, k)
             # 2. weight of the move just made, x_{k-1} -> x_k
             inc = log_tilt if st.log_prev is None else log_tilt - st.log_prev + st.log_kernel
             st.log_w = st.log_w + inc.reshape(B, N)
             # 3. resample
-            st.log_w, ess_k, do, (st.x, x0_hat, log_tilt, grad) = self._resample(st.log_w, ctx.g, st.x, x0_hat,
-                                                                                 log_tilt, grad, split=ctx.split)
+            r = r if self.proposal == "gaussian" and sigma_next > 0 else None  # only the Gaussian move uses it
+            st.log_w, ess_k, do, (st.x, x0_hat, log_tilt, grad, r) = self._resample(
+                st.log_w, ctx.g, st.x, x0_hat, log_tilt, grad, r, split=ctx.split)
             if self.moves is not None:  # 3b. MCMC rejuvenation of resampled ensembles (invdiff.solvers.smc_moves)
                 st.x, x0_hat, log_tilt = self.moves(self, ctx, st.x, x0_hat, tau2, log_tilt, sigma, do)
+                r = None  # x0_hat may have moved: _move recomputes y - A x0_hat
             ctx.record(k, sigma, st.x, x0_hat, st.log_w, ess_k, do, st.c2.sqrt())
             # 4. move to sigma_{k+1}
             if sigma_next == 0:  # deterministic Tweedie step, reweighted by the exact likelihood
@@ -207,14 +205,15 @@ class SMC(EnsembleSampler):
                 st.log_w = st.log_w + (ctx.log_lik(st.x) - log_tilt).reshape(B, N)
                 self.check_iterate("x", st.x, k)
                 break
-            self._move(ctx, st, x0_hat, tau2, grad, h, kappa)
+            self._move(ctx, st, x0_hat, r, tau2, grad, h, kappa)
             st.log_prev, st.x0_prev = log_tilt, x0_hat
             self.check_iterate("x", st.x, k)
         return st.x, st.log_w
 
     def _tilt(self, ctx: Context, st: TweedieState, sigma: float, want_grad: bool, N: int):
-        """1. ``x0_hat``, ``tau_k^2``, ``log y~_k(x_k)`` and (``want_grad``) its gradient; with ``prior_std="auto"``
-        first ``c^2`` from the last move; sets ``st.log_kernel`` from the surrogate's tilt of the last move."""
+        """1. ``x0_hat``, ``tau_k^2``, ``log y~_k(x_k)``, (``want_grad``) its gradient and the residual
+        ``y - A x0_hat``; with ``prior_std="auto"`` first ``c^2`` from the last move; sets ``st.log_kernel`` from
+        the surrogate's tilt of the last move."""
         op, gs, dt = ctx.op, ctx.gs, torch.float64
         with torch.set_grad_enabled(want_grad):
             xg = st.x.detach().requires_grad_(want_grad)
@@ -237,17 +236,19 @@ class SMC(EnsembleSampler):
                 st.log_kernel = st.log_prev + 0.5 * q_lin
             log_tilt = -0.5 * q
             grad = torch.autograd.grad(-(r * u).sum(), xg)[0] if want_grad else None  # d/dx of -1/2 r^T G^-1 r
-        return x0_hat.detach(), tau2, log_tilt.detach(), grad
+        return x0_hat.detach(), tau2, log_tilt.detach(), grad, r.detach()
 
-    def _move(self, ctx: Context, st: TweedieState, x0_hat: Tensor, tau2: Tensor, grad: Tensor | None,
-              h: float, kappa: float) -> None:
-        """4. ``x_k -> x_{k+1}`` by the proposal; stores what the next step's weight needs in ``st``."""
+    def _move(self, ctx: Context, st: TweedieState, x0_hat: Tensor, r: Tensor | None, tau2: Tensor,
+              grad: Tensor | None, h: float, kappa: float) -> None:
+        """4. ``x_k -> x_{k+1}`` by the proposal; stores what the next step's weight needs in ``st``. ``r``:
+        ``y - A x0_hat`` from the tilt (``None``: computed here)."""
         op, yN, dt, x = ctx.op, ctx.yN, torch.float64, st.x
         m = x0_hat + kappa * (x - x0_hat)  # E[x_{k+1} | x_k]
         v2 = kappa * h + (1 - kappa) ** 2 * tau2  # Var(x_{k+1} | x_k) with Cov(x0 | x_k) = tau_k^2 I
         if self.proposal == "gaussian":
             # z ~ N(x0_hat, tau_k^2 I) N(y; A z, s^2 I), then the bridge x' ~ N((1 - kappa) z + kappa x_k, kappa h I)
-            mu_z, eps_z = ctx.gs.draw(x0_hat, yN - op.A(x0_hat).to(dt), yN, tau2, 1.0, ctx.s2, ctx.rng)
+            r = yN - op.A(x0_hat).to(dt) if r is None else r
+            mu_z, eps_z = ctx.gs.draw(x0_hat, r, yN, tau2, 1.0, ctx.s2, ctx.rng)
             st.eps = (1 - kappa) * eps_z + math.sqrt(kappa * h) * ctx.randn(x)
             st.x = (1 - kappa) * mu_z + kappa * x + st.eps
             # log p_u - log r = log y~_k(x_k) - log y~lin(x'); x0 | x' ~ N(x0_hat + a (x' - m), t2 I)
