@@ -31,7 +31,7 @@ N = 16
 FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.randn, torch.rand, torch.randint, torch.randperm,
              torch.arange, torch.linspace, torch.logspace, torch.eye, torch.tensor, torch.as_tensor, torch.normal}
 FAST = {"dps": dict(steps=3), "reddiff": dict(steps=3), "smc": dict(particles=2, steps=3),
-        "afdps": dict(particles=2, steps=3), "mbir": dict(steps=3), "dds": dict(steps=3), "daps": dict(steps=3), "tv": dict(iters=3),
+        "afdps": dict(particles=2, steps=3), "mbir": dict(steps=3), "dds": dict(steps=3), "daps": dict(steps=3), "diffpir": dict(steps=3), "tv": dict(iters=3),
         "cg": dict(iters=3), "fbp": {}, "zerofilled": {}}
 NO_CUDA = not torch.cuda.is_available()
 

@@ -50,7 +50,7 @@ N, D = 32, 4
 DETERMINISTIC = {"fbp", "zerofilled", "cg"}
 STEPS = {"dps": dict(steps=100),  # DPS needs many small steps: 20 do not beat x = 0 on MRI volumes
          "reddiff": dict(steps=20), "smc": dict(particles=4, steps=10),
-         "afdps": dict(particles=4, steps=10), "mbir": dict(steps=10), "dds": dict(steps=10), "daps": dict(steps=10),
+         "afdps": dict(particles=4, steps=10), "mbir": dict(steps=10), "dds": dict(steps=10), "daps": dict(steps=10), "diffpir": dict(steps=10),
          "tv": dict(iters=50),
          "cg": dict(iters=20), "fbp": {}, "zerofilled": {}}
 

@@ -11,6 +11,7 @@ invdiff DPS               ``steps = nfe``: one network call (and one backward pa
 invdiff RED-Diff          ``steps = nfe``: one network call per Adam step, no backward pass
 invdiff DDS               ``steps = nfe``: one network call per DDIM step, CG data consistency
 invdiff DAPS              ``steps = nfe``: one network call per annealing level, two CG solves
+invdiff DiffPIR           ``steps = nfe``: one network call per step, exact data proximal step
 invdiff SMC               ``steps = nfe`` batched calls over ``particles`` particles per image, so
                           ``particles * nfe`` per-particle network evaluations per image; with
                           ``equal_evals=True`` ``steps = nfe // particles`` (equal evaluations)
@@ -107,6 +108,7 @@ HPARAMS: dict[str, dict[str, dict]] = {
     "reddiff": _from_presets("reddiff"),
     "dds": _from_presets("dds"),
     "daps": _from_presets("daps"),
+    "diffpir": _from_presets("diffpir"),
     # 10 CG iterations (tolerance 1e-6) per Gaussian solve instead of the class default 50: 2.5x faster on
     # CT, where the solves dominate (10 steps, 2 images, 8 particles: 40.5 s -> 16.1 s); not re-tuned
     "smc": {"default": {"particles": 8, "cg_iters": 10, "cg_tol": 1e-6}},
@@ -234,6 +236,8 @@ METHODS: dict[str, Method] = {m.key: m for m in [
            _invdiff_run("dds", _steps), applies=lambda task, op: None),
     Method("daps", "invdiff DAPS", "invdiff", "steps = NFE (one call per annealing level)",
            _invdiff_run("daps", _steps)),
+    Method("diffpir", "invdiff DiffPIR", "invdiff", "steps = NFE (one call per step)",
+           _invdiff_run("diffpir", _steps)),
     Method("smc", "invdiff SMC", "invdiff", "steps = NFE batched calls x particles", _smc_run),
     Method("mbir", "invdiff DiffusionMBIR", "invdiff", "mode dds: steps = NFE (all slices in each call)",
            _mbir_run(tv=True), applies=_only_3d),

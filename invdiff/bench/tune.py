@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m invdiff.bench.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default="ct16", choices=list(TASKS))
-    p.add_argument("--methods", nargs="+", default=list(GRIDS), choices=sorted({*GRIDS, "daps"}))
+    p.add_argument("--methods", nargs="+", default=list(GRIDS), choices=sorted({*GRIDS, "daps", "diffpir"}))
     p.add_argument("--images", type=int, default=4, help="tuning images")
     p.add_argument("--nfe", type=int, default=100, help="network calls per image")
     p.add_argument("--prior", default="phantom-ct-64")

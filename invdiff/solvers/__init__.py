@@ -6,6 +6,7 @@ from invdiff.solvers.baselines import CG, FBP, TV, ZeroFilled
 from invdiff.solvers.cg import cg
 from invdiff.solvers.daps import DAPS
 from invdiff.solvers.dds import DDS
+from invdiff.solvers.diffpir import DiffPIR
 from invdiff.solvers.dps import DPS
 from invdiff.solvers.mbir3d import DiffusionMBIR
 from invdiff.solvers.red_diff import REDDiff
@@ -14,4 +15,4 @@ from invdiff.solvers.afdps import AFDPS
 from invdiff.solvers.tweedie_smc import SMC
 
 __all__ = ["Reconstruction", "Solver", "karras_sigmas", "vp_sigmas", "vp_chain_sigmas", "DPS", "REDDiff", "SMC",
-           "AFDPS", "DDS", "DAPS", "DiffusionMBIR", "FBP", "ZeroFilled", "TV", "CG", "cg", "reconstruct", "SOLVERS", "get_solver"]
+           "AFDPS", "DDS", "DAPS", "DiffPIR", "DiffusionMBIR", "FBP", "ZeroFilled", "TV", "CG", "cg", "reconstruct", "SOLVERS", "get_solver"]

@@ -15,6 +15,7 @@ from invdiff.solvers.base import Reconstruction
 from invdiff.solvers.baselines import CG, FBP, TV, ZeroFilled
 from invdiff.solvers.daps import DAPS
 from invdiff.solvers.dds import DDS
+from invdiff.solvers.diffpir import DiffPIR
 from invdiff.solvers.dps import DPS
 from invdiff.solvers.mbir3d import DiffusionMBIR
 from invdiff.solvers.red_diff import REDDiff
@@ -22,7 +23,7 @@ from invdiff.solvers.afdps import AFDPS
 from invdiff.solvers.tweedie_smc import SMC
 
 SOLVERS: dict[str, type] = {
-    "dps": DPS, "reddiff": REDDiff, "smc": SMC, "afdps": AFDPS, "mbir": DiffusionMBIR, "dds": DDS, "daps": DAPS,
+    "dps": DPS, "reddiff": REDDiff, "smc": SMC, "afdps": AFDPS, "mbir": DiffusionMBIR, "dds": DDS, "daps": DAPS, "diffpir": DiffPIR,
     "fbp": FBP, "zerofilled": ZeroFilled, "tv": TV, "cg": CG,
 }
 ALIASES: dict[str, str] = {
@@ -57,7 +58,7 @@ def reconstruct(y: Tensor, op, prior=None, method: str = "dps", *, n_samples: in
         The diffusion prior ``D(x, sigma)``; ignored by the classical baselines (``fbp``, ``zerofilled``,
         ``tv``, ``cg``), required by the others.
     method : str
-        A key of :data:`SOLVERS`: ``dps``, ``reddiff``, ``smc``, ``afdps``, ``mbir``, ``dds``, ``daps``, ``fbp``,
+        A key of :data:`SOLVERS`: ``dps``, ``reddiff``, ``smc``, ``afdps``, ``mbir``, ``dds``, ``daps``, ``diffpir``, ``fbp``,
         ``zerofilled``, ``tv``, ``cg``.
     n_samples, seed, progress, callback
         As :meth:`invdiff.solvers.base.Solver.reconstruct`.

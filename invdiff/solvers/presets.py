@@ -221,6 +221,18 @@ PRESETS["daps"] = {
         notes="3 CG iterations are exact here (A^T A is a mask). Not measured on the test images."),
 }
 
+PRESETS["diffpir"] = {
+    "default": Preset(
+        "diffpir", "default",
+        {"steps": 100, "lambda_": 1.0, "zeta": 1.0, "schedule": "karras", "clip_x0": True, "tail_average": 1,
+         "lambda_end": None, "cg_iters": 20, "cg_tol": 0.0},
+        tuned_on="not tuned: the paper's zeta 1 and lambda (deepinv's lambda_ 2 in this prior's units), clip_x0 as "
+                 "deepinv's DiffPIR, EDM's schedule as DDS's preset",
+        grid="none",
+        measured="none",
+        notes="Added for issue 11 (benchmarks/TUNING.md, 'DiffPIR in invdiff')."),
+}
+
 # The published settings where the preset departs from them (not tuned here; for reproducing a paper).
 PAPER: dict[str, Mapping[str, Any]] = {
     # Chung, Lee, Ye, ICLR 2024, official code solver_2d.py: DDIM on the VP chain, 5 CG iterations, eta 0.85
