@@ -16,11 +16,14 @@ Per-task tuning (``--scan``): on a task other than ct16, each method's list of s
 :data:`SCANS` (changes to its current hyperparameters for that task's group; ``{}`` is the current
 setting itself) is scored one by one, as recorded in ``benchmarks/TUNING.md`` ("Per-task tuning"):
 ``python -m invdiff.bench.tune --task inpaint70 --methods dds dinv-diffpir --images 2 --scan``.
+``--settings '{"lambda_": 0.5}' ...`` scores the given changes instead of the list, and ``--first 2 --images 4``
+scores on the further tuning images ``tuning_images(6)[2:]`` (the check of a winner on images it was not chosen on).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -47,6 +50,8 @@ GRIDS: dict[str, dict[str, list]] = {
 # task -> method -> settings scored by --scan (changes to the method's hyperparameters of the task's group)
 _TAIL = [{"tail_average": f} for f in (0.4, 0.6, 0.7, 0.8, 0.9)]
 _DIFFPIR = [{}, {"lambda_": 0.3}, {"lambda_": 3.0}, {"zeta": 0.6}, {"zeta": 0.3}]
+_DIFFPIR_OWN = [{}, {"lambda_": 0.5}, {"lambda_": 2.0}, {"tail_average": 0.2}, {"tail_average": 0.4},
+                {"tail_average": 0.6}, {"zeta": 0.8}, {"clip_x0": False}, {"schedule": "quad"}]
 SCANS: dict[str, dict[str, list[dict]]] = {
     "inpaint70": {
         "dds": [{}, {"clip_x0": True}, *_TAIL, {"sigma_min": 0.01}, {"sigma_min": 0.03}, {"sigma_min": 0.1},
@@ -54,12 +59,14 @@ SCANS: dict[str, dict[str, list[dict]]] = {
                 {"tail_average": 0.6, "eta": 0.95}, {"tail_average": 0.6, "eta": 0.75},
                 {"tail_average": 0.6, "schedule": "vp"}, {"tail_average": 0.65, "clip_x0": True}],
         "daps": [{"cg_iters": 3, "lambda_": v} for v in (1.0, 4.0, 16.0, 64.0)],
+        "diffpir": _DIFFPIR_OWN,
         "dinv-diffpir": _DIFFPIR,
     },
     "deblur": {
         "dds": [{}, *_TAIL[:2], {"sigma_min": 0.01}, {"sigma_min": 0.03}, {"sigma_min": 0.05}, {"sigma_min": 0.1},
                 {"eta": 1.0, "tail_average": 0.4}, {"sigma_min": 0.03, "tail_average": 0.4},
                 {"sigma_min": 0.03, "tail_average": 0.6}, {"sigma_min": 0.03, "lambda_": 3.0}],
+        "diffpir": _DIFFPIR_OWN,
         "dinv-diffpir": _DIFFPIR,
     },
     "ct-limited90": {
@@ -67,6 +74,9 @@ SCANS: dict[str, dict[str, list[dict]]] = {
         "dds": [{}, {"eta": 1.0, "lambda_": 3.0}, {"tail_average": 0.4}, {"tail_average": 0.6}, {"clip_x0": True},
                 {"clip_x0": True, "eta": 1.0}],
         "dinv-diffpir": [{}, {"lambda_": 3.0}, {"lambda_": 0.3}],
+        "diffpir": [{}, {"lambda_": 0.5}, {"schedule": "quad"}, {"lambda_": 0.5, "schedule": "quad"},
+                    {"lambda_": 0.25}, {"lambda_": 0.5, "tail_average": 0.2}, {"lambda_": 0.5, "zeta": 0.8},
+                    {"lambda_": 0.5, "clip_x0": False}],
     },
 }
 
@@ -108,6 +118,17 @@ def coordinate_search(task: str, key: str, grid: dict[str, list], images, nfe: i
     return best, history
 
 
+def _json_setting(text: str) -> dict:
+    """One ``--settings`` entry: a JSON object of hyperparameter changes."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--settings: {text!r} is not JSON ({e}); expected an object such as '{{\"lambda_\": 0.5}}'")
+    if not isinstance(value, dict):
+        raise SystemExit(f"--settings: expected a JSON object of hyperparameters, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m invdiff.bench.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -118,16 +139,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prior", default="phantom-ct-64")
     p.add_argument("--out", default=None, help="Markdown file to append the results to")
     p.add_argument("--scan", action="store_true", help="score the task's list of settings (SCANS) instead of GRIDS")
+    p.add_argument("--settings", nargs="+", default=None, metavar="JSON",
+                   help="with --scan: score these changes (JSON objects, e.g. '{\"lambda_\": 0.5}') instead of SCANS")
+    p.add_argument("--first", type=int, default=0,
+                   help="skip this many tuning images: score tuning_images(first + images)[first:] (a further check)")
     args = p.parse_args(argv)
+    if args.settings is not None and not args.scan:
+        p.error("--settings: only with --scan")
+    if args.first < 0:
+        p.error(f"--first: expected an integer >= 0, got {args.first}")
     prior = load_prior(args.prior)
-    images = tuning_images(args.images)
-    lines = [f"## {args.task}, NFE {args.nfe}, {args.images} tuning images (ellipses seed 777002), "
+    images = tuning_images(args.first + args.images)[args.first:]
+    which = f"tuning images {args.first}-{args.first + args.images - 1}" if args.first else f"{args.images} tuning images"
+    lines = [f"## {args.task}, NFE {args.nfe}, {which} (ellipses seed 777002), "
              f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC", ""]
     for key in args.methods:
         print(f"[{args.task}] tuning {key}", flush=True)
         if args.scan:
-            history = scan(args.task, key, SCANS.get(args.task, {}).get(key, [{}]), images, args.nfe, prior,
-                           log=lambda m: print(m, flush=True))
+            settings = [_json_setting(t) for t in args.settings] if args.settings is not None else \
+                SCANS.get(args.task, {}).get(key, [{}])
+            history = scan(args.task, key, settings, images, args.nfe, prior, log=lambda m: print(m, flush=True))
             lines.append(f"- **{key}** scan: " + "; ".join(f"{h} {s:.2f}" for h, s in history))
             continue
         best, history = coordinate_search(args.task, key, GRIDS[key], images, args.nfe, prior,
