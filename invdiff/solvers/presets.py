@@ -235,15 +235,17 @@ PRESETS["diffpir"] = {
     # 4 further tuning images (tuning_images(6)[2:], python -m invdiff.bench.tune --first 2 --images 4 --scan ...).
     "ct-limited": Preset(
         "diffpir", "ct-limited",
-        {"steps": 100, "lambda_": 0.25, "zeta": 1.0, "schedule": "karras", "clip_x0": True, "tail_average": 1,
+        {"steps": 100, "lambda_": 0.125, "zeta": 1.0, "schedule": "karras", "clip_x0": True, "tail_average": 1,
          "lambda_end": None, "cg_iters": 20, "cg_tol": 0.0},
         tuned_on=TASK_TUNING.format(task="ct-limited90: limited-angle parallel-beam CT, 60 views over 90 deg, noise "
                                          "std 1 % of the Shepp-Logan sinogram's maximum").replace(
             "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(6)[2:]"),
-        grid="on 2 tuning images: lambda_ 1/0.5/0.25 (38.57/38.89/38.82), schedule quad at lambda_ 1/0.5 (36.52/"
-             "36.13), at lambda_ 0.5: tail_average 0.2 (38.66), sigma_min 0.03 (34.60), zeta 0.8 (31.09). On the 4 "
-             "further: lambda_ 1/0.5/0.25 26.78/27.48/28.12 (DDS's ct-limited preset 27.63); lambda_ chosen over all 6",
-        measured="38.82 / 28.12 dB on the 2 / 4 further tuning images (DDS's ct-limited preset: 37.54 / 27.63; deepinv "
+        grid="on 2 tuning images: lambda_ 1/0.5/0.25/0.125/0.0625 (38.57/38.89/38.82/38.16/36.85), schedule quad at "
+             "lambda_ 1/0.5/0.25/0.125 (36.52/36.13/35.22/33.95), at lambda_ 0.5: tail_average 0.2 (38.66), sigma_min 0.03 "
+             "(34.60), zeta 0.8 (31.09). On the 4 further: lambda_ 1/0.5/0.25/0.125/0.0625 26.78/27.48/28.12/28.66/"
+             "28.94, quad at lambda_ 0.25/0.125 28.98/28.61 (DDS's ct-limited preset 27.63). lambda_ chosen by the "
+             "mean over all 6: 0.125 31.83, 0.25 31.69, 0.0625 31.58, quad 0.25 31.06, quad 0.125 30.39 (DDS 30.93)",
+        measured="38.16 / 28.66 dB on the 2 / 4 further tuning images (DDS's ct-limited preset: 37.54 / 27.63; deepinv "
                  "DiffPIR lambda_ 3: 36.53 on the 2); on the 4 ct-limited90 test images see benchmarks/TUNING.md"),
     "inpaint": Preset(
         "diffpir", "inpaint",
