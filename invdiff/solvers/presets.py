@@ -224,12 +224,15 @@ PRESETS["daps"] = {
 PRESETS["diffpir"] = {
     "default": Preset(
         "diffpir", "default",
-        {"steps": 100, "lambda_": 1.0, "zeta": 1.0, "schedule": "karras", "clip_x0": True, "tail_average": 1,
+        {"steps": 100, "lambda_": 0.125, "zeta": 1.0, "schedule": "karras", "clip_x0": True, "tail_average": 1,
          "lambda_end": None, "cg_iters": 20, "cg_tol": 0.0},
-        tuned_on="not tuned: the paper's zeta 1 and lambda (deepinv's lambda_ 2 in this prior's units), clip_x0 as "
-                 "deepinv's DiffPIR, EDM's schedule and 20 CG iterations as DDS's preset",
-        grid="none here; the per-task entries hold their grids (benchmarks/TUNING.md, 'DiffPIR in invdiff')",
-        measured="on 2 tuning images: ct-limited90 38.57, inpaint70 21.10, deblur 21.22 dB; ct16 see TUNING.md",
+        tuned_on=CT16_TUNING + "; 4 tuning images (2, then 2 further: tuning_images(4)[2:])",
+        grid="lambda_ 1 (the paper's zeta 1 and lambda, deepinv's lambda_ 2 in this prior's units) and 0.125 (the "
+             "ct-limited choice); zeta 1, clip_x0 as deepinv's DiffPIR, EDM's schedule and 20 CG iterations as DDS's "
+             "preset, not scanned on ct16",
+        measured="lambda_ 0.125: 37.30 / 35.65 dB on the 2 / 2 further ct16 tuning images (lambda_ 1: 33.65 / 32.69; "
+                 "DDS's default preset: 36.61 / 34.21); lambda_ 1 on 2 tuning images of ct-limited90 38.57, inpaint70 "
+                 "21.10, deblur 21.22",
         notes="Added for issue 11 (benchmarks/TUNING.md, 'DiffPIR in invdiff')."),
     # Per-task entries (issue 11): scanned on 2 tuning images of the group's task, 100 network calls, then checked on
     # 4 further tuning images (tuning_images(6)[2:], python -m invdiff.bench.tune --first 2 --images 4 --scan ...).
