@@ -247,7 +247,7 @@ PRESETS["diffpir"] = {
              "lambda_ 1/0.5/0.25/0.125 (36.52/36.13/35.22/33.95), at lambda_ 0.5: tail_average 0.2 (38.66), sigma_min 0.03 "
              "(34.60), zeta 0.8 (31.09). On the 4 further: lambda_ 1/0.5/0.25/0.125/0.0625 26.78/27.48/28.12/28.66/"
              "28.94, quad at lambda_ 0.25/0.125 28.98/28.61 (DDS's ct-limited preset 27.63). lambda_ chosen by the "
-             "mean over all 6: 0.125 31.83, 0.25 31.69, 0.0625 31.58, quad 0.25 31.06, quad 0.125 30.39 (DDS 30.93)",
+             "mean over all 6: 0.125 31.83, 0.25 31.69, 0.0625 31.58, quad 0.25 31.06, quad 0.125 30.39 (DDS 30.93); after the test run, zeta 0.95 / 0.9 at lambda_ 0.125 on the 4 further: 26.95 / 26.00",
         measured="38.16 / 28.66 dB on the 2 / 4 further tuning images (DDS's ct-limited preset: 37.54 / 27.63; deepinv "
                  "DiffPIR lambda_ 3: 36.53 on the 2); on the 4 ct-limited90 test images see benchmarks/TUNING.md"),
     "inpaint": Preset(
