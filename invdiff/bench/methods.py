@@ -121,6 +121,22 @@ HPARAMS: dict[str, dict[str, dict]] = {
 }
 
 
+# Hyperparameters at a budget other than the 100 network calls the table above was tuned at: {nfe: {method:
+# {group: changes}}}, laid over hparams(key, group) by hparams_at. DPS's zeta and deepinv DPS's weight act once per
+# step and RED-Diff's lr once per Adam step, so a value tuned at 100 steps need not be right at 1000; these were
+# tuned at 1000 calls on the ct16 tuning images (seed 777002, noise seed 1), benchmarks/TUNING.md
+# ("1000 network calls").
+HPARAMS_AT_NFE: dict[int, dict[str, dict[str, dict]]] = {
+    1000: {},
+}
+
+
+def hparams_at(key: str, group: str, nfe: int) -> dict:
+    """:func:`hparams` with the changes of :data:`HPARAMS_AT_NFE` for budget ``nfe`` (group entry over default)."""
+    table = HPARAMS_AT_NFE.get(int(nfe), {}).get(key, {})
+    return {**hparams(key, group), **table.get("default", {}), **table.get(group, {})}
+
+
 def hparams(key: str, group: str) -> dict:
     """The hyperparameters of method ``key`` for task group ``group`` (group entry over the default).
 
