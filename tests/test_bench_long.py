@@ -41,6 +41,7 @@ def test_long_rows_carry_their_budget_and_images(tiny_run):
     assert {(r["task"], r["key"]) for r in long} == {(t, k) for t in ("inpaint70", "ct16") for k in ("dps", "reddiff")}
     assert all(r["images"] == "2" for r in main) and all(r["images"] == "1" for r in long)
     assert all(r["calls_per_image"] == "3" for r in long)
+    assert all(float(r["cpu_seconds_per_image"]) > 0 for r in long)  # the process's CPU time, recorded per row
     assert all(r["calls_per_image"] == "2" for r in main if r["key"] != "fbp")
     assert all(math.isfinite(float(r["psnr"])) for r in rows)
     per = _read(tiny_run / "per_image.csv")
@@ -64,7 +65,7 @@ def test_long_section_in_report(tiny_run):
     per = _read(tiny_run / "per_image.csv")
     table = [line.split(" | ") for line in section.splitlines() if line.startswith("| inpaint70 | ") or
              line.startswith("| ct16 | ")]
-    detail = [c for c in table if len(c) == 9]
+    detail = [c for c in table if len(c) == 10]
     for r in rows:
         if r["nfe_budget"] == "3":
             assert any(c[1] == r["method"] and c[2] == "3" and c[3].startswith(f"{float(r['psnr']):.2f}")

@@ -16,7 +16,7 @@ from invdiff.utils import atomic_path
 
 CSV_FIELDS = ("task", "method", "key", "family", "images", "nfe_budget", "psnr", "psnr_sd", "ssim", "ssim_sd",
               "seconds_per_image", "calls_per_image", "evals_per_image", "peak_mem_mb", "coverage90",
-              "psnr_axial", "psnr_coronal", "psnr_sagittal", "params")
+              "psnr_axial", "psnr_coronal", "psnr_sagittal", "params", "cpu_seconds_per_image")
 PER_IMAGE_FIELDS = ("task", "key", "nfe_budget", "image", "psnr", "ssim")
 
 # How the task benchmark measures, stated once; {memory} is one of PEAK_MEMORY's texts.
@@ -24,7 +24,8 @@ METHODOLOGY = (
     "Every method gets the same prior object, operator, measurement (one noise draw) and budget of network "
     "calls per image; methods run on the whole batch of test images at once. PSNR: data range 1. SSIM: "
     "Wang et al. 2004, 11-tap Gaussian window (std 1.5), k1 = 0.01, k2 = 0.03, data range 1 (3D SSIM on "
-    "volumes). Estimates are scored unclipped. Seconds: batch wall time / images. Net calls: batched calls "
+    "volumes). Estimates are scored unclipped. Seconds: batch wall time / images (results.csv also holds the "
+    "process's CPU seconds / images, which another load on the machine changes less). Net calls: batched calls "
     "of the prior (counted by a wrapper, for deepinv too); net evals: images through the network per test "
     "image (SMC pushes all its particles through each call). Peak memory: {memory}"
     " 90 % coverage: fraction of pixels whose true value lies in the samples' central 90 % interval."
@@ -159,13 +160,14 @@ def long_summary_table(long_rows: list[dict], rows: list[dict], per_image: list[
 
 def long_table(long_rows: list[dict], rows: list[dict], per_image: list[dict]) -> str:
     """Every row of the long section with its comparison rows (:func:`_comparison`), one block per task."""
-    headers = ["task", "method", "NFE", "PSNR (dB)", "SSIM", "s / image", "net calls / image", "hyperparameters",
-               "row"]
+    headers = ["task", "method", "NFE", "PSNR (dB)", "SSIM", "s / image", "CPU s / image", "net calls / image",
+               "hyperparameters", "row"]
     lines = []
     for tname in dict.fromkeys(r["task"] for r in long_rows):
         for r, note in _comparison(long_rows, rows, per_image, tname):
             lines.append([tname, r["method"], str(r["nfe_budget"]), f"{r['psnr']:.2f} ± {r['psnr_sd']:.2f}",
                           f"{r['ssim']:.3f} ± {r['ssim_sd']:.3f}", _fmt(r["seconds_per_image"]),
+                          _fmt(r.get("cpu_seconds_per_image")),
                           str(r["calls_per_image"]), r["params"] or "-", note or "-"])
     return _table(headers, lines)
 

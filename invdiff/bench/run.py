@@ -144,11 +144,11 @@ def run_benchmark(task_names, method_keys, n_images: int = 4, nfe: int = 100, pr
             counting.reset()
             try:
                 with PeakMemory(device) as mem:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     out = m.run(counting, op, y, nfe, seed, dict(params))
                     if str(device).startswith("cuda"):
                         torch.cuda.synchronize()
-                    seconds = time.perf_counter() - t0
+                    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             except Exception as err:  # noqa: BLE001 - one failing method must not stop the benchmark
                 skipped.append(f"{tname} / {m.name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
                 log(f"  {m.name:<34} FAILED: {type(err).__name__}: {err}")
@@ -156,6 +156,7 @@ def run_benchmark(task_names, method_keys, n_images: int = 4, nfe: int = 100, pr
                     traceback.print_exc()
                 continue
             row, per = _score(task, m, key, params, out, x, nfe, seconds, counting, mem.peak_mb)
+            row["cpu_seconds_per_image"] = cpu / x.shape[0]  # this process's CPU time: robust to a shared machine
             rows.append(row)
             per_image += per
             cov = row["coverage90"]
@@ -199,7 +200,6 @@ def _run_ray(sections: list[Section], n_images, prior_spec, device, seed, jobs, 
     from invdiff.distributed.ray_tasks import TaskFailure, ray_session, run_tasks
 
     work = [(si, t) for si, sec in enumerate(sections) for t in sec.tasks]
-
     order = sorted(range(len(work)), key=lambda i: -work[i][0])  # later sections first, tasks in order
     args = [(work[i][1], list(sections[work[i][0]].methods), n_images, sections[work[i][0]].nfe, prior_spec, device,
              seed, sections[work[i][0]].keep_images) for i in order]
