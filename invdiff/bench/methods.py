@@ -127,7 +127,15 @@ HPARAMS: dict[str, dict[str, dict]] = {
 # tuned at 1000 calls on the ct16 tuning images (seed 777002, noise seed 1), benchmarks/TUNING.md
 # ("1000 network calls").
 HPARAMS_AT_NFE: dict[int, dict[str, dict[str, dict]]] = {
-    1000: {},
+    1000: {
+        # step_size 0.01/0.03/0.1/0.3: 24.70/37.34/32.43/19.14 dB (0.1 is the 100-call value)
+        "dps": {"default": {"step_size": 0.03}},
+        # lr 0.05/0.1/0.25: 20.80/20.80/20.67 at lam 0.25; lam 0.05/0.25/1/4/16: 17.59/20.80/24.48/28.49/29.95 at
+        # lr 0.1 (16 is the grid's edge); the paper's 1/sigma_y^2 data weight at lam 0.25: 16.13
+        "reddiff": {"default": {"lam": 16.0}},
+        # weight 1/3/10/30/100: 17.41/20.51/26.07/34.21/31.89 (10 is the 100-call value)
+        "dinv-dps": {"default": {"weight": 30.0}},
+    },
 }
 
 
