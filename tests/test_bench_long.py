@@ -168,3 +168,13 @@ def test_sections_on_ray_equal_serial_sections():
     assert [(r["task"], r["key"], r["nfe_budget"]) for r in par[0][0]] == [
         (t, m, 2) for t in ("ct16", "inpaint70") for m in ("fbp", "dps")]
     assert [(r["task"], r["nfe_budget"], r["images"]) for r in par[1][0]] == [("inpaint70", 3, 1), ("ct16", 3, 1)]
+
+
+def test_run_uses_the_hyperparameters_of_its_budget(monkeypatch):
+    """A run at a budget with an HPARAMS_AT_NFE entry uses it (the row's params say so); another budget does not."""
+    monkeypatch.setitem(HPARAMS_AT_NFE, 3, {"dps": {"default": {"step_size": 0.0123}}})
+    prior = load_prior(DEFAULT_PRIOR)
+    at3, _, _ = run.run_benchmark(["inpaint70"], ["dps"], n_images=1, nfe=3, prior=prior, log=lambda m: None)
+    at2, _, _ = run.run_benchmark(["inpaint70"], ["dps"], n_images=1, nfe=2, prior=prior, log=lambda m: None)
+    assert at3[0]["params"] == "step_size=0.0123"
+    assert at2[0]["params"] == f"step_size={hparams('dps', 'inpaint')['step_size']}"
