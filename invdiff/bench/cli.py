@@ -5,8 +5,8 @@
 writes ``DIR/RESULTS.md`` (setup, methodology, tables), ``DIR/results.csv`` (one row per task,
 method and budget, with its ``nfe_budget``), ``DIR/per_image.csv`` and ``DIR/results.png`` (PSNR against
 seconds, main budget). The long section (``--long-nfe``, default 1000; 0 skips it) runs the methods whose papers use
-that budget (:data:`invdiff.bench.run.LONG_METHODS`) on :data:`~invdiff.bench.run.LONG_TASKS` and the first
-:data:`~invdiff.bench.run.LONG_IMAGES` test images, the scope that fits in about an hour on 2 cores. The run is
+that budget (:data:`invdiff.bench.run.LONG_METHODS`) on every 2D task that ``--tasks`` runs and every test image
+(``--long-tasks`` and ``--long-images`` narrow it: the first N images, their measurement cut from the whole batch's). The run is
 :func:`invdiff.bench.run.run_benchmark`; how it measures is :data:`invdiff.bench.report.METHODOLOGY`.
 """
 
@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long-methods", nargs="+", default=list(LONG_METHODS), choices=list(METHODS), metavar="METHOD",
                    help="methods of the long section")
     p.add_argument("--long-tasks", nargs="+", default=None, choices=list(TASKS), metavar="TASK",
-                   help=f"2D tasks of the long section (default: those of {', '.join(LONG_TASKS)} that --tasks runs)")
-    p.add_argument("--long-images", type=int, default=None, help=f"the long section runs on the first N test images "
-                   f"(default {LONG_IMAGES}, at most --images)")
+                   help="2D tasks of the long section (default: every 2D task that --tasks runs)")
+    p.add_argument("--long-images", type=int, default=LONG_IMAGES, help="the long section runs on the first N test "
+                   "images, at most --images (default: all)")
     p.add_argument("--address", default=None, help="with --jobs: join the Ray cluster at this address ('auto' or "
                    "HOST:PORT) instead of starting a local one")
     return p
@@ -128,11 +128,11 @@ def long_section(args: argparse.Namespace, tasks: list[str], nfe: int, n_images:
         return None
     if long_nfe == nfe:
         raise ValueError(f"--long-nfe: expected a budget other than --nfe ({nfe}), got {long_nfe}")
-    keep = args.long_images if args.long_images is not None else min(LONG_IMAGES, n_images)
+    keep = args.long_images if args.long_images is not None else n_images
     if not 1 <= keep <= n_images:
         raise ValueError(f"--long-images: expected an integer in [1, --images={n_images}], got {keep}")
     if args.long_tasks is None:
-        long_tasks = [t for t in LONG_TASKS if t in tasks]
+        long_tasks = [t for t in tasks if t in LONG_TASKS]
     else:
         long_tasks = list(dict.fromkeys(args.long_tasks))
         vol = [t for t in long_tasks if TASKS[t].volume]

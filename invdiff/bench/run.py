@@ -22,7 +22,7 @@ from invdiff.bench.counting import CountingDenoiser
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
 from invdiff.bench.memory import PeakMemory
 from invdiff.bench.methods import get_method, hparams_at
-from invdiff.bench.tasks import get_task, measure, test_images, test_volumes
+from invdiff.bench.tasks import TASKS, get_task, measure, test_images, test_volumes
 
 PLANES = {"axial": 2, "coronal": 3, "sagittal": 4}  # the axis held fixed, in (B, C, D, H, W)
 
@@ -42,13 +42,14 @@ class Section:
     keep_images: int | None = None
 
 
-# The long section (issue 11): DPS and RED-Diff (and deepinv's DPS) at their papers' budget of 1000 calls. Its
-# default scope is one task per task group and 2 test images, which fits in about an hour on 2 cores (cost
-# measured in benchmarks/TUNING.md, "1000 network calls"); the CLI's --long-* options change it.
+# The long section (issue 11): DPS and RED-Diff (and deepinv's DPS) at their papers' budget of 1000 calls, by default
+# on every 2D task and every test image of the run. Its cost, measured in CPU seconds on the shared machine (about
+# 90 s for DPS + RED-Diff per task and image, plus deepinv DPS), projects to under an hour on 2 cores for 10 tasks x
+# 4 images (benchmarks/TUNING.md, "1000 network calls"); the CLI's --long-* options narrow it.
 LONG_NFE = 1000
 LONG_METHODS = ("dps", "reddiff", "dinv-dps")
-LONG_TASKS = ("ct16", "ct-limited90", "mri4-random", "inpaint70", "deblur", "sr4")
-LONG_IMAGES = 2
+LONG_TASKS = tuple(name for name, task in TASKS.items() if not task.volume)
+LONG_IMAGES: int | None = None  # all the run's test images
 
 
 def plane_psnr(x: Tensor, ref: Tensor, axis: int) -> float:
