@@ -44,7 +44,7 @@ class Section:
 
 # The long section (issue 11): DPS and RED-Diff (and deepinv's DPS) at their papers' budget of 1000 calls, by default
 # on every 2D task and every test image of the run. Its cost, measured in CPU seconds on the shared machine (about
-# 100 s for DPS + RED-Diff per task and image, about 165 s with deepinv DPS), projects to about 55 minutes on 2 cores
+# 100 s for DPS + RED-Diff per task and image, about 155 s with deepinv DPS), projects to about 52 minutes on 2 cores
 # for 10 tasks x 4 images (benchmarks/TUNING.md, "1000 network calls"); the CLI's --long-* options narrow it.
 LONG_NFE = 1000
 LONG_METHODS = ("dps", "reddiff", "dinv-dps")
