@@ -143,3 +143,37 @@ def test_long_section_defaults(tmp_path):
     assert section_of(build_parser().parse_args(["--quick"]), ["ct16"], 20, 2) is None
     assert section_of(build_parser().parse_args(["--long-nfe", "0"]), ["ct16"], 100, 4) is None
     assert section_of(build_parser().parse_args(["--long-images", "2"]), ["ct16"], 100, 4).keep_images == 2
+
+
+def test_run_uses_the_hyperparameters_of_its_budget(monkeypatch):
+    """A run at a budget with an HPARAMS_AT_NFE entry uses it (the row's params say so); another budget does not."""
+    monkeypatch.setitem(HPARAMS_AT_NFE, 3, {"dps": {"default": {"step_size": 0.0123}}})
+    prior = load_prior(DEFAULT_PRIOR)
+    at3, _, _ = run.run_benchmark(["inpaint70"], ["dps"], n_images=1, nfe=3, prior=prior, log=lambda m: None)
+    at2, _, _ = run.run_benchmark(["inpaint70"], ["dps"], n_images=1, nfe=2, prior=prior, log=lambda m: None)
+    assert at3[0]["params"] == "step_size=0.0123"
+    assert at2[0]["params"] == f"step_size={hparams('dps', 'inpaint')['step_size']}"
+
+
+@pytest.mark.slow  # a local Ray cluster: minutes on the shared 2-core machine
+def test_sections_on_ray_equal_serial_sections():
+    """``run_sections`` with ``jobs=2`` (one Ray task per section and task, the long section queued first) returns
+    each section's rows in section and task order, with the numbers of a serial run."""
+    from invdiff.distributed.ray_tasks import ray_session
+
+    sections = [run.Section(2, ("ct16", "inpaint70"), ("fbp", "dps")),
+                run.Section(3, ("inpaint70", "ct16"), ("fbp",), keep_images=1)]
+    with ray_session(workers=2):
+        par = run.run_sections(sections, 2, DEFAULT_PRIOR, "cpu", 0, jobs=2, log=lambda s: None)
+    ser = run.run_sections(sections, 2, DEFAULT_PRIOR, "cpu", 0, jobs=1, log=lambda s: None)
+
+    def numbers(rows):
+        return [{k: "nan" if v != v else v for k, v in r.items()
+                 if k not in ("seconds_per_image", "cpu_seconds_per_image", "peak_mem_mb")} for r in rows]
+
+    assert len(par) == len(ser) == 2
+    for (pr, pp, ps), (sr, sp, ss) in zip(par, ser):
+        assert numbers(pr) == numbers(sr) and pp == sp and ps == ss
+    assert [(r["task"], r["key"], r["nfe_budget"]) for r in par[0][0]] == [
+        (t, m, 2) for t in ("ct16", "inpaint70") for m in ("fbp", "dps")]
+    assert [(r["task"], r["nfe_budget"], r["images"]) for r in par[1][0]] == [("inpaint70", 3, 1), ("ct16", 3, 1)]
