@@ -27,7 +27,8 @@ FBP / zero-filled, TV     no network (the operator's ``A_dagger``; TV by PDHG, 3
 Hyperparameters come from :data:`HPARAMS` (per method and task group): for invdiff's solvers their presets
 (:mod:`invdiff.solvers.presets`), tuned on the tuning images (:func:`invdiff.bench.tasks.tuning_images`,
 seed 777002) by :mod:`invdiff.bench.tune`, never on the test images; deepinv's methods were given the
-same tuning of their main knob.
+same tuning of their main knob. At a budget with an entry in :data:`HPARAMS_AT_NFE` (1000 calls: DPS, RED-Diff and
+deepinv DPS, re-tuned at that budget) :func:`hparams_at` lays that entry over them.
 """
 
 from __future__ import annotations
