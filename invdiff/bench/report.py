@@ -16,15 +16,16 @@ from invdiff.utils import atomic_path
 
 CSV_FIELDS = ("task", "method", "key", "family", "images", "nfe_budget", "psnr", "psnr_sd", "ssim", "ssim_sd",
               "seconds_per_image", "calls_per_image", "evals_per_image", "peak_mem_mb", "coverage90",
-              "psnr_axial", "psnr_coronal", "psnr_sagittal", "params")
-PER_IMAGE_FIELDS = ("task", "key", "image", "psnr", "ssim")
+              "psnr_axial", "psnr_coronal", "psnr_sagittal", "params", "cpu_seconds_per_image")
+PER_IMAGE_FIELDS = ("task", "key", "nfe_budget", "image", "psnr", "ssim")
 
 # How the task benchmark measures, stated once; {memory} is one of PEAK_MEMORY's texts.
 METHODOLOGY = (
     "Every method gets the same prior object, operator, measurement (one noise draw) and budget of network "
     "calls per image; methods run on the whole batch of test images at once. PSNR: data range 1. SSIM: "
     "Wang et al. 2004, 11-tap Gaussian window (std 1.5), k1 = 0.01, k2 = 0.03, data range 1 (3D SSIM on "
-    "volumes). Estimates are scored unclipped. Seconds: batch wall time / images. Net calls: batched calls "
+    "volumes). Estimates are scored unclipped. Seconds: batch wall time / images (results.csv also holds the "
+    "process's CPU seconds / images, which another load on the machine changes less). Net calls: batched calls "
     "of the prior (counted by a wrapper, for deepinv too); net evals: images through the network per test "
     "image (SMC pushes all its particles through each call). Peak memory: {memory}"
     " 90 % coverage: fraction of pixels whose true value lies in the samples' central 90 % interval."
@@ -93,14 +94,116 @@ def task_table(rows: list[dict], tname: str) -> str:
     return _table(headers, lines)
 
 
+# ----------------------------------------------------------------------------- the long section
+def _subset(per_image: list[dict], task: str, key: str, nfe: int, n: int) -> dict | None:
+    """Mean and sd of PSNR and SSIM of ``key`` on ``task`` at ``nfe`` over its images ``0 .. n-1`` (None if absent)."""
+    vals = [p for p in per_image if p["task"] == task and p["key"] == key and int(p.get("nfe_budget", -1)) == nfe
+            and int(p["image"]) < n]
+    if len(vals) != n:
+        return None
+    out = {}
+    for m in ("psnr", "ssim"):
+        mean = sum(float(p[m]) for p in vals) / n
+        sd = math.sqrt(sum((float(p[m]) - mean) ** 2 for p in vals) / (n - 1)) if n > 1 else 0.0
+        out[m], out[m + "_sd"] = mean, sd
+    return out
+
+
+def _comparison(long_rows: list[dict], rows: list[dict], per_image: list[dict], tname: str) -> list[tuple[dict, str]]:
+    """The rows of ``tname`` that the long section shows: its own rows, then the main budget's best invdiff and best
+    deepinv rows (best by their PSNR in the main table) and the main budget's rows of the long section's methods,
+    re-scored on the long section's images; each with its note."""
+    lr = sorted((r for r in long_rows if r["task"] == tname), key=lambda r: -r["psnr"])
+    if not lr:
+        return []
+    n = int(lr[0]["images"])
+    out = [(r, "") for r in lr]
+    main = [r for r in rows if r["task"] == tname]
+    picks: dict[str, str] = {}
+    for fam in ("invdiff", "deepinv"):
+        cand = [r for r in main if r["family"] == fam]
+        if cand:
+            picks[max(cand, key=lambda r: r["psnr"])["key"]] = f"best {fam} at NFE {cand[0]['nfe_budget']}"
+    for r in lr:
+        picks.setdefault(r["key"], "")
+    for r in sorted(main, key=lambda r: -r["psnr"]):
+        if r["key"] in picks:
+            sub = _subset(per_image, tname, r["key"], int(r["nfe_budget"]), n)
+            if sub is not None:
+                out.append(({**r, **sub, "images": n}, picks[r["key"]]))
+    return out
+
+
+def long_summary_table(long_rows: list[dict], rows: list[dict], per_image: list[dict]) -> str:
+    """Per task, PSNR on the long section's images: the main budget's best invdiff and deepinv rows, and each long
+    method at the main budget and at the long one."""
+    keys = list(dict.fromkeys(r["key"] for r in long_rows))
+    names = {r["key"]: r["method"] for r in long_rows}
+    nfe_long = long_rows[0]["nfe_budget"] if long_rows else ""
+    nfe_main = rows[0]["nfe_budget"] if rows else ""
+    lines = []
+    for tname in dict.fromkeys(r["task"] for r in long_rows):
+        comp = _comparison(long_rows, rows, per_image, tname)
+        best = {note.split(" at ")[0]: r for r, note in comp if note.startswith("best")}
+
+        def cell(r):
+            return f"{r['method']} {r['psnr']:.2f}" if r else "-"
+
+        line = [tname, str(comp[0][0]["images"]), cell(best.get("best invdiff")), cell(best.get("best deepinv"))]
+        for k in keys:
+            at = {int(r["nfe_budget"]): r["psnr"] for r, _ in comp if r["key"] == k}
+            line.append(" → ".join(f"{at[b]:.2f}" if b in at else "-" for b in (int(nfe_main or 0), int(nfe_long))))
+        lines.append(line)
+    return _table(["task", "images", f"best invdiff at NFE {nfe_main}", f"best deepinv at NFE {nfe_main}"]
+                  + [f"{names[k]}: NFE {nfe_main} → {nfe_long}" for k in keys], lines)
+
+
+def long_table(long_rows: list[dict], rows: list[dict], per_image: list[dict]) -> str:
+    """Every row of the long section with its comparison rows (:func:`_comparison`), one block per task."""
+    headers = ["task", "method", "NFE", "PSNR (dB)", "SSIM", "s / image", "CPU s / image", "net calls / image",
+               "hyperparameters", "row"]
+    lines = []
+    for tname in dict.fromkeys(r["task"] for r in long_rows):
+        for r, note in _comparison(long_rows, rows, per_image, tname):
+            lines.append([tname, r["method"], str(r["nfe_budget"]), f"{r['psnr']:.2f} ± {r['psnr_sd']:.2f}",
+                          f"{r['ssim']:.3f} ± {r['ssim_sd']:.3f}", _fmt(r["seconds_per_image"]),
+                          _fmt(r.get("cpu_seconds_per_image")),
+                          str(r["calls_per_image"]), r["params"] or "-", note or "-"])
+    return _table(headers, lines)
+
+
+def long_section(long_rows: list[dict], rows: list[dict], per_image: list[dict], nfe: int) -> list[str]:
+    """The Markdown lines of the section at ``nfe`` network calls (``long_rows``), compared with the main ``rows``."""
+    parts = [f"## {nfe} network calls", ""]
+    if not long_rows:
+        return parts + ["(no rows: every combination of this section was skipped, see Not run)", ""]
+    n = int(long_rows[0]["images"])
+    nfe_main = rows[0]["nfe_budget"] if rows else "?"
+    parts += [f"The methods whose papers use {nfe} network calls per image run at that budget, on the first {n} test "
+              f"image(s) of each task listed, with the operator, measurement (the same noise draw: the measurement of "
+              f"the whole batch, cut to these images) and seed of the sections above. For comparison, the rows at NFE "
+              f"{nfe_main} of the best invdiff method, the best deepinv method (best by their PSNR in the tables above) "
+              f"and of this section's methods, with PSNR and SSIM re-computed on the same {n} image(s) from "
+              f"per_image.csv; their seconds per image are those of the whole batch. Hyperparameters at {nfe} calls: "
+              f"`invdiff.bench.methods.HPARAMS_AT_NFE` (benchmarks/TUNING.md).", "",
+              long_summary_table(long_rows, rows, per_image), "", long_table(long_rows, rows, per_image), ""]
+    return parts
+
+
 # ----------------------------------------------------------------------------- files
 def write_markdown(path: Path, rows, skipped, info: dict, settings: dict, exact: list[dict] | None,
-                   exact_note: str | None) -> None:
-    """``RESULTS.md``: setup (``info`` and ``settings["table"]``), methodology, summary, one table per task."""
+                   exact_note: str | None, long_rows: list[dict] | None = None, per_image: list[dict] | None = None,
+                   long_nfe: int | None = None) -> None:
+    """``RESULTS.md``: setup (``info`` and ``settings["table"]``), methodology, summary, one table per task.
+
+    With ``long_nfe``, a section "``long_nfe`` network calls" (:func:`long_section`) of ``long_rows``, compared
+    with ``rows`` re-scored from ``per_image`` (the per-image rows of ``rows``).
+    """
     from invdiff.bench.methods import METHODS
     from invdiff.bench.tasks import TASKS
 
-    used = list(dict.fromkeys(r["key"] for r in rows))
+    long_rows = list(long_rows or [])
+    used = list(dict.fromkeys(r["key"] for r in [*rows, *long_rows]))
     parts = ["# invdiff benchmark results", "",
              f"Command: `{settings['command']}`", "",
              "## Setup", "",
@@ -112,6 +215,8 @@ def write_markdown(path: Path, rows, skipped, info: dict, settings: dict, exact:
              summary_table(rows), ""]
     for tname in dict.fromkeys(r["task"] for r in rows):
         parts += [f"## {tname}: {TASKS[tname].description}", "", task_table(rows, tname), ""]
+    if long_nfe:
+        parts += long_section(long_rows, rows, per_image or [], long_nfe)
     if exact is not None or exact_note:
         parts += ["## Exact-posterior benchmark (Gaussian-mixture prior; `invdiff.bench.exact_posterior`)", ""]
         parts += [exact_note or "(no rows)", ""]

@@ -12,6 +12,7 @@ import math
 import os
 import time
 import traceback
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -20,10 +21,35 @@ from invdiff import metrics
 from invdiff.bench.counting import CountingDenoiser
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
 from invdiff.bench.memory import PeakMemory
-from invdiff.bench.methods import get_method, hparams
-from invdiff.bench.tasks import get_task, measure, test_images, test_volumes
+from invdiff.bench.methods import get_method, hparams_at
+from invdiff.bench.tasks import TASKS, get_task, measure, test_images, test_volumes
 
 PLANES = {"axial": 2, "coronal": 3, "sagittal": 4}  # the axis held fixed, in (B, C, D, H, W)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One budget of the benchmark: ``methods`` on ``tasks`` at ``nfe`` network calls per image.
+
+    ``keep_images``: the section runs on the first ``keep_images`` of the run's test images only (their
+    measurement cut from the whole batch's, so operator, noise draw and seed are those of the other sections);
+    ``None`` keeps them all.
+    """
+
+    nfe: int
+    tasks: tuple
+    methods: tuple
+    keep_images: int | None = None
+
+
+# The long section (issue 11): DPS and RED-Diff (and deepinv's DPS) at their papers' budget of 1000 calls, by default
+# on every 2D task and every test image of the run. Its cost, measured in CPU seconds on the shared machine (about
+# 100 s for DPS + RED-Diff per task and image, about 155 s with deepinv DPS), projects to about 52 minutes on 2 cores
+# for 10 tasks x 4 images (benchmarks/TUNING.md, "1000 network calls"); the CLI's --long-* options narrow it.
+LONG_NFE = 1000
+LONG_METHODS = ("dps", "reddiff", "dinv-dps")
+LONG_TASKS = tuple(name for name, task in TASKS.items() if not task.volume)
+LONG_IMAGES: int | None = None  # all the run's test images
 
 
 def plane_psnr(x: Tensor, ref: Tensor, axis: int) -> float:
@@ -63,17 +89,21 @@ def _score(task, m, key: str, params: dict, out, x: Tensor, nfe: int, seconds: f
     if task.volume:
         for plane, axis in PLANES.items():
             row[f"psnr_{plane}"] = plane_psnr(est, x, axis)
-    per_image = [{"task": task.name, "key": key, "image": b, "psnr": ps[b], "ssim": ss[b]} for b in range(B)]
+    per_image = [{"task": task.name, "key": key, "nfe_budget": nfe, "image": b, "psnr": ps[b], "ssim": ss[b]}
+                 for b in range(B)]
     return row, per_image
 
 
 def run_benchmark(task_names, method_keys, n_images: int = 4, nfe: int = 100, prior=None, device: str = "cpu",
                   seed: int = 0, params_override: dict | None = None, images: Tensor | None = None,
-                  log=print) -> tuple[list[dict], list[dict], list[str]]:
+                  log=print, keep_images: int | None = None) -> tuple[list[dict], list[dict], list[str]]:
     """Run every method on every task.
 
-    ``params_override`` maps a method key to hyperparameters that replace the tuned ones;
-    ``images`` replaces the test images of 2D tasks (the tuning script passes the tuning images).
+    ``params_override`` maps a method key to hyperparameters that replace the tuned ones (over
+    :func:`~invdiff.bench.methods.hparams_at` of the task's group and ``nfe``); ``images`` replaces the test
+    images of 2D tasks (the tuning script passes the tuning images). ``keep_images``: on 2D tasks, the
+    measurement of all the images is drawn, then only the first ``keep_images`` images and their
+    measurements are kept, so a section run on fewer images sees the same noise as the full run.
 
     Returns
     -------
@@ -100,6 +130,8 @@ def run_benchmark(task_names, method_keys, n_images: int = 4, nfe: int = 100, pr
         else:
             x = (test_images(n_images) if images is None else images).to(device)
         y = measure(op, x, seed=seed)
+        if keep_images is not None and not task.volume:
+            x, y = x[:keep_images], y[:keep_images]
         log(f"[{tname}] {task.description}; {x.shape[0]} test item(s), noise std {task.noise_std():.4g}, NFE {nfe}")
         for key in method_keys:
             m = get_method(key)
@@ -107,17 +139,17 @@ def run_benchmark(task_names, method_keys, n_images: int = 4, nfe: int = 100, pr
             if reason:
                 skipped.append(f"{tname} / {m.name}: {reason}")
                 continue
-            params = hparams(key, task.group)
+            params = hparams_at(key, task.group, nfe)
             if params_override and key in params_override:
                 params.update(params_override[key])
             counting.reset()
             try:
                 with PeakMemory(device) as mem:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     out = m.run(counting, op, y, nfe, seed, dict(params))
                     if str(device).startswith("cuda"):
                         torch.cuda.synchronize()
-                    seconds = time.perf_counter() - t0
+                    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             except Exception as err:  # noqa: BLE001 - one failing method must not stop the benchmark
                 skipped.append(f"{tname} / {m.name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
                 log(f"  {m.name:<34} FAILED: {type(err).__name__}: {err}")
@@ -125,6 +157,7 @@ def run_benchmark(task_names, method_keys, n_images: int = 4, nfe: int = 100, pr
                     traceback.print_exc()
                 continue
             row, per = _score(task, m, key, params, out, x, nfe, seconds, counting, mem.peak_mb)
+            row["cpu_seconds_per_image"] = cpu / x.shape[0]  # this process's CPU time: robust to a shared machine
             rows.append(row)
             per_image += per
             cov = row["coverage90"]
@@ -136,14 +169,56 @@ def run_benchmark(task_names, method_keys, n_images: int = 4, nfe: int = 100, pr
 
 
 def _worker(args: tuple) -> tuple[list[dict], list[dict], list[str], list[str]]:
-    """One task in a worker process (``--jobs``): returns its rows and its log lines."""
-    tname, method_keys, n_images, nfe, prior_spec, device, seed = args
+    """One task of one section in a worker process (``--jobs``): returns its rows and its log lines."""
+    tname, method_keys, n_images, nfe, prior_spec, device, seed, *rest = args
+    keep_images = rest[0] if rest else None
     torch.set_num_threads(1)
     lines: list[str] = []
     rows, per_image, skipped = run_benchmark([tname], method_keys, n_images=n_images, nfe=nfe,
                                              prior=load_prior(prior_spec, device), device=device, seed=seed,
-                                             log=lines.append)
+                                             log=lines.append, keep_images=keep_images)
     return rows, per_image, skipped, lines
+
+
+def run_sections(sections: list[Section], n_images: int, prior_spec, device: str, seed: int, jobs: int = 1,
+                 log=print, address=None, prior=None) -> list[tuple[list[dict], list[dict], list[str]]]:
+    """Run each :class:`Section`; returns ``(rows, per_image, skipped)`` per section, in order.
+
+    With ``jobs > 1`` every (section, task) pair is one Ray task on the engine of :func:`run_parallel`, the
+    later sections' tasks queued first (they are the long ones, so the workers end together); results and log
+    lines come back in section and task order. Otherwise the sections run one after the other in this process
+    (``prior`` is then the loaded prior, loaded from ``prior_spec`` if ``None``).
+    """
+    if jobs <= 1 or sum(len(sec.tasks) for sec in sections) <= 1:
+        prior = load_prior(prior_spec, device) if prior is None else prior
+        return [run_benchmark(list(sec.tasks), list(sec.methods), n_images=n_images, nfe=sec.nfe, prior=prior,
+                              device=device, seed=seed, log=log, keep_images=sec.keep_images) for sec in sections]
+    return _run_ray(sections, n_images, prior_spec, device, seed, jobs, log, address)
+
+
+def _run_ray(sections: list[Section], n_images, prior_spec, device, seed, jobs, log, address):
+    """:func:`run_sections` on Ray: one task per (section, task), ``jobs`` at a time."""
+    from invdiff.distributed.ray_tasks import TaskFailure, ray_session, run_tasks
+
+    work = [(si, t) for si, sec in enumerate(sections) for t in sec.tasks]
+    order = sorted(range(len(work)), key=lambda i: -work[i][0])  # later sections first, tasks in order
+    args = [(work[i][1], list(sections[work[i][0]].methods), n_images, sections[work[i][0]].nfe, prior_spec, device,
+             seed, sections[work[i][0]].keep_images) for i in order]
+    done: dict[int, tuple] = {}
+    with ray_session(jobs, address):
+        for j, res in run_tasks(_worker, args, workers=jobs, max_retries=1):
+            si, t = work[order[j]]
+            done[order[j]] = (([], [], [f"{t} / all methods (NFE {sections[si].nfe}): {res}"], [])
+                              if isinstance(res, TaskFailure) else res)
+    out = [([], [], []) for _ in sections]
+    for i, (si, _) in enumerate(work):
+        r, p, s, lines = done[i]
+        for line in lines:
+            log(line)
+        out[si][0].extend(r)
+        out[si][1].extend(p)
+        out[si][2].extend(s)
+    return out
 
 
 def run_parallel(task_names, method_keys, n_images, nfe, prior_spec, device, seed, jobs, log=print, address=None):
@@ -154,22 +229,8 @@ def run_parallel(task_names, method_keys, n_images, nfe, prior_spec, device, see
     ``task_names`` and equal a serial run's; timings are taken with the other workers running. A
     task whose worker died is listed in ``skipped``.
     """
-    from invdiff.distributed.ray_tasks import TaskFailure, ray_session, run_tasks
-
-    work = [(t, list(method_keys), n_images, nfe, prior_spec, device, seed) for t in task_names]
-    done: dict[int, tuple] = {}
-    with ray_session(jobs, address):
-        for i, res in run_tasks(_worker, work, workers=jobs, max_retries=1):
-            done[i] = ([], [], [f"{task_names[i]} / all methods: {res}"], []) if isinstance(res, TaskFailure) else res
-    rows, per_image, skipped = [], [], []
-    for i in range(len(work)):
-        r, p, s, lines = done[i]
-        for line in lines:
-            log(line)
-        rows += r
-        per_image += p
-        skipped += s
-    return rows, per_image, skipped
+    section = Section(nfe, tuple(task_names), tuple(method_keys))
+    return _run_ray([section], n_images, prior_spec, device, seed, jobs, log, address)[0]
 
 
 def exact_posterior_rows(quick: bool, log=print) -> tuple[list[dict] | None, str | None]:
