@@ -268,3 +268,107 @@ def test_train_script_trains_a_3d_prior_and_resumes(tmp_path):
         assert D(torch.rand(1, 1, 8, 12, 10), 0.3).shape == (1, 1, 8, 12, 10)
     b = t.batch_3d(t.parse_args(common), torch.Generator().manual_seed(0), step=0)
     assert b.shape == (2, 1, 8, 8, 8) and 0 <= b.min() and b.max() <= 1
+
+
+# --------------------------------------------------------------------------- the 2D prior plus a 3D correction
+def tiny_residual(seed: int = 0, tile=None, randomise: bool = True) -> priors.SliceResidualDenoiser:
+    """A small random 2D EDM prior with a small random 3D correction network (output layer randomised)."""
+    torch.manual_seed(seed)
+    base = EDMDenoiser(UNet(UNetConfig(channels=(8, 16), emb_dim=16)), name="tiny-2d")
+    net = UNet(UNetConfig(in_channels=3, channels=(8, 16), dims=3, emb_dim=16))
+    with torch.no_grad():
+        for p in list(base.net.parameters()) + (list(net.parameters()) if randomise else []):
+            if not p.abs().sum():
+                p.normal_(0, 0.05)
+    return priors.SliceResidualDenoiser(base, net, tile=tile, name="tiny-3d", base_name="tiny-2d.safetensors").eval()
+
+
+def test_residual_prior_starts_at_the_slice_wise_2d_prior():
+    """R_theta's output layer is zero at initialisation, so D3 = D2s exactly (the training starting point)."""
+    D = tiny_residual(1, randomise=False)
+    x = torch.rand(2, 1, 6, 16, 12, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.05, 2.0])
+    with torch.no_grad():
+        assert torch.equal(D(x, sigma), priors.SliceDenoiser(D.slice.denoiser2d)(x, sigma))
+    assert D.spatial_dims == 3 and D.sigma_max == D.slice.denoiser2d.sigma_max
+
+
+def test_residual_prior_follows_its_equation_and_its_loss_is_the_edm_loss():
+    """D3 = D2s + c_out R([c_in x, c_in D2s, (x - D2s) / sigma], log(sigma) / 4), written out here; and
+    lambda |D3 - x0|^2 with lambda = 1 / c_out^2 equals |R - (x0 - D2s) / c_out|^2."""
+    D = tiny_residual(2)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(2, 1, 4, 8, 8, generator=g)
+    n = torch.randn(x0.shape, generator=g)
+    sigma = torch.tensor([0.1, 0.8])
+    s = sigma.reshape(-1, 1, 1, 1, 1)
+    x = x0 + s * n
+    with torch.no_grad():
+        d2 = priors.SliceDenoiser(D.slice.denoiser2d)(x, sigma)
+        c_in, c_out = 1 / (s**2 + 0.25).sqrt(), s * 0.5 / (s**2 + 0.25).sqrt()
+        R = D.net(torch.cat([c_in * x, c_in * d2, (x - d2) / s], 1), sigma.log() / 4)
+        assert R.abs().max() > 1e-3  # the correction is not trivially zero
+        assert torch.allclose(D(x, sigma), d2 + c_out * R, atol=1e-6)
+        loss = D.training_loss(x0, sigma, n)
+        assert torch.allclose(loss, ((R - (x0 - d2) / c_out) ** 2).mean(), rtol=1e-4)
+
+
+def test_residual_prior_tiles_only_the_correction_and_blends_it():
+    """Above the tile size the 2D prior still sees whole slices and the tile-wise corrections are blended with
+    weights summing to one: with a constant correction R = b, D3 = D2s + c_out b exactly. Inside one tile it
+    is the untiled prior."""
+    D = tiny_residual(3, tile=(4, 8, 8))
+    x = torch.rand(1, 1, 9, 20, 13, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        small = x[..., :4, :8, :8]
+        assert torch.equal(D(small, 0.3), D.correct(small, D.slice(small, 0.3), 0.3))
+        D.net.conv_out.weight.zero_()
+        D.net.conv_out.bias.fill_(0.7)
+        c_out = 0.3 * 0.5 / (0.3**2 + 0.25) ** 0.5
+        assert torch.allclose(D(x, 0.3), D.slice(x, 0.3) + c_out * 0.7, atol=1e-6)
+
+
+def test_residual_prior_passes_gradients_and_rejects_images():
+    D = tiny_residual(4, tile=(4, 8, 8))
+    x = torch.rand(1, 1, 6, 10, 8, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    D(x, 0.2).square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="x: expected a one-channel volume"):
+        D(torch.zeros(1, 1, 8, 8), 0.1)
+    with pytest.raises(ValueError, match="net: expected"):
+        priors.SliceResidualDenoiser(D.slice.denoiser2d, UNet(UNetConfig(channels=(8, 16), dims=3)))
+
+
+def test_residual_prior_saves_and_loads_through_the_registry(tmp_path):
+    """safetensors + JSON with kind 'slice-residual-3d' and the 2D prior referenced by name (a file beside it
+    here); priors.load rebuilds the same denoiser; a missing 2D prior is a clear error."""
+    D = tiny_residual(5, tile=(4, 8, 8))
+    D.slice.denoiser2d.save(tmp_path / "tiny-2d.safetensors")
+    D.save(tmp_path / "tiny-3d.safetensors")
+    with pytest.raises(FileExistsError):
+        D.save(tmp_path / "tiny-3d.safetensors")
+    L = priors.load(tmp_path / "tiny-3d.safetensors")
+    assert isinstance(L, priors.SliceResidualDenoiser) and L.tile == (4, 8, 8) and L.base_name == "tiny-2d.safetensors"
+    x = torch.rand(1, 1, 6, 12, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(L(x, 0.4), D(x, 0.4))
+    (tmp_path / "tiny-2d.safetensors").unlink()
+    with pytest.raises(ValueError, match="tiny-2d"):
+        priors.load(tmp_path / "tiny-3d.safetensors")
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_solvers_run_the_residual_3d_prior_on_volumes(name):
+    """The 2D-plus-3D prior inside each solver: its correction network sees volumes, the result is finite."""
+    D = tiny_residual(6, tile=(4, 8, 8))
+    seen = []
+    D.net.conv_in.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape))
+    shape = (1, 6, 12, 10)
+    op = dinv.physics.Inpainting(img_size=shape, mask=0.5, rng=torch.Generator().manual_seed(1),
+                                 noise_model=dinv.physics.GaussianNoise(sigma=0.05))
+    y = op(torch.rand(1, *shape, generator=torch.Generator().manual_seed(3)))
+    steps = {"DPS": solvers.DPS(D, steps=3), "REDDiff": solvers.REDDiff(D, steps=3),
+             "SMC": solvers.SMC(D, particles=2, steps=3), "DDS": solvers.DDS(D, steps=3)}
+    r = steps[name].reconstruct(y, op, seed=0, progress=False)
+    assert r.mean.shape == (1, *shape) and torch.isfinite(r.mean).all() and r.nfe > 0
+    assert seen and all(len(s) == 5 and s[1] == 3 for s in seen)
