@@ -372,3 +372,43 @@ def test_solvers_run_the_residual_3d_prior_on_volumes(name):
     r = steps[name].reconstruct(y, op, seed=0, progress=False)
     assert r.mean.shape == (1, *shape) and torch.isfinite(r.mean).all() and r.nfe > 0
     assert seen and all(len(s) == 5 and s[1] == 3 for s in seen)
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data_scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_residual_training_script_trains_resumes_and_exports(tmp_path):
+    """Two steps, then a resumed third; the exported EMA prior loads by path with the 2D prior by name."""
+    t = _script("train_prior3d_residual")
+    common = ["--channels", "8,16", "--volume", "8,16,16", "--run-dir", str(tmp_path / "run"), "--threads", "1",
+              "--export-every", "2"]
+    t.main(common + ["--max-steps", "2"])
+    t.main(common + ["--max-steps", "3"])
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert (tmp_path / "run" / "ema-2.safetensors").is_file()
+    D = priors.load(tmp_path / "run" / "ema.safetensors")
+    assert isinstance(D, priors.SliceResidualDenoiser) and D.base_name == "phantom-ct-64" and D.tile == (8, 16, 16)
+    with torch.no_grad():
+        assert D(torch.rand(1, 1, 9, 20, 16), 0.3).shape == (1, 1, 9, 20, 16)  # tiled: larger than (8, 16, 16)
+    a = t.parse_args(common)
+    sig = t.sample_sigma(a, 4000, torch.Generator().manual_seed(0))
+    import math
+
+    def lognormal_mass(mu, sd, lo=0.05, hi=0.45):  # P(lo < exp(mu + sd z) < hi)
+        return 0.5 * (math.erf((math.log(hi) - mu) / (sd * 2**0.5)) - math.erf((math.log(lo) - mu) / (sd * 2**0.5)))
+
+    p = 0.75 * lognormal_mass(math.log(0.15), 0.5) + 0.25 * lognormal_mass(-1.2, 1.2)  # 0.870
+    goal = float(((sig > 0.05) & (sig < 0.45)).float().mean())
+    assert abs(goal - p) < 4 * (p * (1 - p) / 4000) ** 0.5, (goal, p)
+    q = 0.25 * 0.5 * (1 - math.erf(1 / 2**0.5))  # sigma > 1: only from EDM's lognormal (z > 1), 0.040
+    assert abs(float((sig > 1.0).float().mean()) - q) < 4 * (q * (1 - q) / 4000) ** 0.5
+    b = t.batch(a, torch.Generator().manual_seed(0), first=0)
+    assert b.shape == (1, 1, 8, 16, 16) and 0 <= b.min() and b.max() <= 1
