@@ -55,6 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1, help="volumes per step")
     p.add_argument("--volume", default="32,64,64", help="D,H,W of the training phantoms (= the tile size)")
     p.add_argument("--channels", default="16,24,32,48", help="R_theta's UNet channels per level")
+    p.add_argument("--z-windows", default="", help="comma-separated odd windows k of the z-averaged 2D estimates E_k")
+    p.add_argument("--init", default=None, metavar="SAFETENSORS",
+                   help="start a new run from an exported R_theta of the same UNet; input channels it lacks "
+                        "(new z windows) get zero weights, so the prior starts as that one")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--decay-steps", type=int, default=0,
@@ -69,11 +73,15 @@ def parse_args(argv=None):
     p.add_argument("--export-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=20261129)
+    p.add_argument("--first-volume", type=int, default=0,
+                   help="step k uses training volumes TRAIN_SEED_OFFSET + first_volume + k * batch + i (a new run "
+                        "started with --init takes volumes its parent never saw)")
     p.add_argument("--plot", default=None, metavar="PNG", help="only draw <run-dir>/loss.csv into this figure, then exit")
     args = p.parse_args(argv)
     try:
         args.volume = tuple(int(v) for v in args.volume.split(","))
         args.channels = tuple(int(c) for c in args.channels.split(","))
+        args.z_windows = tuple(int(k) for k in args.z_windows.split(",") if k.strip())
     except ValueError:
         p.error(f"--volume / --channels: expected comma-separated integers, got {args.volume!r} / {args.channels!r}")
     if len(args.volume) != 3 or min(args.volume) < 2:
@@ -140,9 +148,21 @@ def plot_loss(csv_path: Path, png: Path) -> None:
 
 
 def build(args) -> SliceResidualDenoiser:
-    net = UNet(UNetConfig(in_channels=3, out_channels=1, channels=args.channels, dims=3))
+    net = UNet(UNetConfig(in_channels=3 + 2 * len(args.z_windows), out_channels=1, channels=args.channels, dims=3))
     return SliceResidualDenoiser(priors.load(args.base), net, sigma_data=args.sigma_data, tile=args.volume,
-                                 name=args.name, base_name=args.base)
+                                 name=args.name, base_name=args.base, z_windows=args.z_windows)
+
+
+def init_from(net: UNet, path: str) -> None:
+    """Load an exported ``R_theta`` into ``net``; ``conv_in`` input channels beyond the file's get zero weights."""
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    w = state["conv_in.weight"]
+    if w.shape[1] < net.conv_in.weight.shape[1]:
+        pad = torch.zeros(w.shape[0], net.conv_in.weight.shape[1] - w.shape[1], *w.shape[2:], dtype=w.dtype)
+        state["conv_in.weight"] = torch.cat([w, pad], dim=1)
+    net.load_state_dict(state)
 
 
 def main(argv=None) -> None:
@@ -169,6 +189,10 @@ def main(argv=None) -> None:
         g.set_state(state["rng"])
         step, seconds = int(state["step"]), float(state["seconds"])
         print(f"resumed from {ckpt} at step {step} ({seconds / 60:.1f} min trained)", flush=True)
+    elif args.init:
+        init_from(model.net, args.init)
+        init_from(ema.net, args.init)
+        print(f"initialised from {args.init}", flush=True)
     n_params = sum(p.numel() for p in model.net.parameters())
     print(f"R_theta UNet dims=3 {args.channels}: {n_params / 1e6:.2f} M parameters, {torch.get_num_threads()} threads",
           flush=True)
@@ -180,6 +204,7 @@ def main(argv=None) -> None:
         writer.writerow(["step", "seconds", "loss"])
     info = {"train_data": "invdiff.data.ellipsoids", "train_volume": list(args.volume),
             "train_seed_offset": TRAIN_SEED_OFFSET, "train_batch": args.batch,
+            "train_init": Path(args.init).name if args.init else None, "train_first_volume": args.first_volume,
             "train_sigma": f"{args.goal_fraction} LogNormal({args.goal_mean:.3f}, {args.goal_std}) + "
                            f"{1 - args.goal_fraction:.2f} LogNormal({args.p_mean}, {args.p_std})"}
 
@@ -194,7 +219,7 @@ def main(argv=None) -> None:
     t_start, running = time.perf_counter(), []
     while step < args.max_steps and time.perf_counter() - t_start < args.minutes * 60:
         t0 = time.perf_counter()
-        x0 = batch(args, g, step * args.batch)
+        x0 = batch(args, g, args.first_volume + step * args.batch)
         sigma = sample_sigma(args, args.batch, g)
         noise = torch.randn(x0.shape, generator=g)
         loss = model.training_loss(x0, sigma, noise)

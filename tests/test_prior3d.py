@@ -412,3 +412,34 @@ def test_residual_training_script_trains_resumes_and_exports(tmp_path):
     assert abs(float((sig > 1.0).float().mean()) - q) < 4 * (q * (1 - q) / 4000) ** 0.5
     b = t.batch(a, torch.Generator().manual_seed(0), first=0)
     assert b.shape == (1, 1, 8, 16, 16) and 0 <= b.min() and b.max() <= 1
+
+
+class Shrink2D(torch.nn.Module):
+    """A 2D 'prior' x / (1 + sigma^2) per slice, so that the noise level each slice was given shows in the output."""
+
+    sigma_min, sigma_max, data_range = 0.002, 10.0, (0.0, 1.0)
+
+    def forward(self, x, sigma):
+        return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+
+def test_z_averaged_estimates_use_the_window_mean_at_its_reduced_noise_level():
+    """E_3 = D2(M_3 x, sigma / sqrt(n)) with n = 3 inside the volume and 2 at its two end slices."""
+    net = UNet(UNetConfig(in_channels=5, channels=(8, 16), dims=3, emb_dim=16))
+    D = priors.SliceResidualDenoiser(Shrink2D(), net, z_windows=(3,))
+    x = torch.rand(2, 1, 5, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    sigma = torch.tensor([0.3, 1.2], dtype=torch.float64)
+    est = D.estimates(x, sigma)
+    assert est.shape == (2, 2, 5, 4, 4)
+    for b in range(2):
+        assert torch.allclose(est[b, 0], x[b, 0] / (1 + sigma[b] ** 2))
+        for z in range(5):
+            window = x[b, 0, max(0, z - 1) : z + 2]
+            expected = window.mean(0) / (1 + sigma[b] ** 2 / len(window))
+            assert torch.allclose(est[b, 1, z], expected), (b, z)
+    with torch.no_grad():  # zero-initialised output layer: still exactly the slice-wise 2D prior
+        assert torch.allclose(D(x.float(), sigma.float()), est[:, :1].float(), atol=1e-6)
+    with pytest.raises(ValueError, match="z_windows"):
+        priors.SliceResidualDenoiser(Shrink2D(), net, z_windows=(4,))
+    with pytest.raises(ValueError, match="in_channels=3"):
+        priors.SliceResidualDenoiser(Shrink2D(), net)

@@ -7,11 +7,18 @@ github.com/NVlabs/edm, ``EDMPrecond``)::
 
     D3(x, sigma) = D2s(x, sigma) + c_out(sigma) R_theta(u, c_noise(sigma))
 
-    u = [ c_in(sigma) x,  c_in(sigma) D2s(x, sigma),  (x - D2s(x, sigma)) / sigma ]      (3 channels)
+    u = [ c_in x,  c_in D2s(x, sigma),  (x - D2s(x, sigma)) / sigma,
+          c_in E_k,  (E_k - D2s(x, sigma)) / sigma   for each window k in z_windows ]
+    E_k = D2s(M_k x, sigma / sqrt(n_k))           (the 2D prior on z-averaged slices)
     c_in = 1 / sqrt(sigma^2 + s_d^2)     c_out = sigma s_d / sqrt(sigma^2 + s_d^2)     c_noise = log(sigma) / 4
 
-``c_in`` scales the noisy volume and the 2D estimate to unit variance as in EDM; the third channel is
-the noise that the 2D prior removed, in units of ``sigma`` (about unit variance at every ``sigma``).
+``c_in`` scales the noisy volume and the 2D estimates to unit variance as in EDM; ``(x - D2s) / sigma``
+is the noise that the 2D prior removed, in units of ``sigma``. ``M_k`` averages each slice with its
+neighbours in a window of ``k`` slices along z (``n_k(z)`` of them inside the volume: fewer at the two
+ends), so the noise of ``M_k x`` has standard deviation ``sigma / sqrt(n_k)`` and the 2D prior denoises
+it at that level: where the object does not change over ``k`` slices, ``E_k`` is the 2D estimate at a
+much lower noise level; where it does (the caps of the ellipsoids), ``E_k`` is blurred along z, and
+``(E_k - D2s) / sigma`` shows where. ``R_theta`` learns where to trust which.
 ``R_theta``'s output layer starts at zero, so before training ``D3 = D2s`` exactly. ``D2s`` is frozen.
 
 Training loss: EDM's x0-prediction loss with its weight ``lambda(sigma) = 1 / c_out(sigma)^2``,
@@ -53,10 +60,10 @@ KIND = "slice-residual-3d"
 
 
 class _Corrected(torch.nn.Module):
-    """``[x, D2s] -> [D3, D2s]`` on 2-channel volumes: the tile-wise step of :class:`SliceResidualDenoiser`.
+    """``[x, D2s, E_k...] -> [D3, D2s, E_k...]``: the tile-wise step of :class:`SliceResidualDenoiser`.
 
-    Returning ``D2s`` unchanged as the second channel lets :class:`TiledDenoiser` (which keeps the
-    channel count) blend tiles of the correction; the blended second channel is ``D2s`` again.
+    Returning the 2D estimates unchanged lets :class:`TiledDenoiser` (which keeps the channel count)
+    blend tiles of the correction; the blended estimate channels are the estimates again.
     """
 
     def __init__(self, owner: "SliceResidualDenoiser"):
@@ -64,8 +71,8 @@ class _Corrected(torch.nn.Module):
         self.owner = [owner]  # not a submodule: no second copy of the parameters in state_dict
 
     def forward(self, xd: Tensor, sigma: Tensor | float) -> Tensor:
-        x, d2 = xd[:, :1], xd[:, 1:]
-        return torch.cat([self.owner[0].correct(x, d2, sigma), d2], dim=1)
+        x, est = xd[:, :1], xd[:, 1:]
+        return torch.cat([self.owner[0].correct(x, est, sigma), est], dim=1)
 
 
 class SliceResidualDenoiser(dinv.models.Denoiser):
@@ -76,7 +83,7 @@ class SliceResidualDenoiser(dinv.models.Denoiser):
     base2d : torch.nn.Module
         The 2D prior ``D(x, sigma)`` for ``(N, 1, H, W)`` slices (frozen; applied by :class:`SliceDenoiser`).
     net : UNet
-        ``R_theta``: ``dims=3``, ``in_channels=3``, ``out_channels=1``.
+        ``R_theta``: ``dims=3``, ``in_channels=3 + 2 len(z_windows)``, ``out_channels=1``.
     sigma_data : float
         EDM's ``s_d`` in ``c_in`` and ``c_out``.
     tile : tuple of 3 ints, optional
@@ -85,6 +92,8 @@ class SliceResidualDenoiser(dinv.models.Denoiser):
         Minimum tile overlap (default a quarter of ``tile``).
     name, base_name : str, optional
         This prior's name and the 2D prior's (stored in the JSON by :meth:`save`).
+    z_windows : tuple of odd ints
+        Windows ``k`` of the z-averaged 2D estimates ``E_k`` given to ``R_theta`` (``()``: none).
 
     ``data_range``, ``sigma_min`` and ``sigma_max`` are the 2D prior's; ``spatial_dims`` is 3.
 
@@ -101,11 +110,17 @@ class SliceResidualDenoiser(dinv.models.Denoiser):
 
     def __init__(self, base2d: torch.nn.Module, net: UNet, sigma_data: float = 0.5,
                  tile: tuple[int, int, int] | None = None, overlap: tuple[int, int, int] | None = None,
-                 name: str | None = None, base_name: str | None = None, chunk: int = 32):
+                 name: str | None = None, base_name: str | None = None, chunk: int = 32,
+                 z_windows: tuple[int, ...] = ()):
         super().__init__()
-        if not isinstance(net, UNet) or net.config.dims != 3 or net.config.in_channels != 3 or net.config.out_channels != 1:
+        z_windows = tuple(z_windows)
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 3 or k % 2 == 0 for k in z_windows):
+            raise ValueError(f"z_windows: expected odd window sizes >= 3 (slices along z), got {z_windows!r}")
+        c_in = 3 + 2 * len(z_windows)
+        if not isinstance(net, UNet) or net.config.dims != 3 or net.config.in_channels != c_in or net.config.out_channels != 1:
             got = net.config if isinstance(net, UNet) else type(net).__name__
-            raise ValueError(f"net: expected invdiff's UNet with dims=3, in_channels=3, out_channels=1, got {got}")
+            raise ValueError(f"net: expected invdiff's UNet with dims=3, in_channels={c_in} (3 + 2 per z window "
+                             f"{z_windows}), out_channels=1, got {got}")
         if getattr(base2d, "spatial_dims", 2) != 2:
             raise ValueError(f"base2d: expected a 2D prior, got one with spatial_dims={base2d.spatial_dims}")
         if not sigma_data > 0:
@@ -116,7 +131,7 @@ class SliceResidualDenoiser(dinv.models.Denoiser):
         self.sigma_data = float(sigma_data)
         self.tile = None if tile is None else tuple(int(t) for t in tile)
         self.overlap = None if overlap is None else tuple(int(o) for o in overlap)
-        self.name, self.base_name = name, base_name
+        self.name, self.base_name, self.z_windows = name, base_name, z_windows
         self.data_range = getattr(base2d, "data_range", None)
         self.sigma_min = getattr(base2d, "sigma_min", None)
         self.sigma_max = getattr(base2d, "sigma_max", None)
@@ -126,15 +141,30 @@ class SliceResidualDenoiser(dinv.models.Denoiser):
     def pad_multiple(self) -> int:
         return 2 ** (len(self.net.config.channels) - 1)
 
-    def correct(self, x: Tensor, d2: Tensor, sigma: Tensor | float) -> Tensor:
-        """``D3 = d2 + c_out R_theta(u, c_noise)`` given the slice-wise estimate ``d2 = D2s(x, sigma)``."""
+    def estimates(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        """``[D2s(x, sigma), E_k for k in z_windows]`` stacked along channels, ``(B, 1 + len(z_windows), D, H, W)``."""
+        out = [self.slice(x, sigma)]
+        B, _, D, H, W = x.shape
+        for k in self.z_windows:
+            xm, n = z_mean(x, k)
+            s = (as_sigma(sigma, x)[:, None] / n.to(x.dtype).sqrt()).reshape(-1)  # (B*D,): each slice's noise level
+            slices = xm.permute(0, 2, 1, 3, 4).reshape(B * D, 1, 1, H, W)  # each slice a depth-1 volume
+            out.append(self.slice(slices, s).reshape(B, D, 1, H, W).permute(0, 2, 1, 3, 4))
+        return torch.cat(out, dim=1)
+
+    def correct(self, x: Tensor, est: Tensor, sigma: Tensor | float) -> Tensor:
+        """``D3 = D2s + c_out R_theta(u, c_noise)`` given ``est = estimates(x, sigma)``."""
         sigma = as_sigma(sigma, x).to(torch.float32)
         s = append_dims(sigma, x.ndim)
         sd2 = self.sigma_data**2
         c_in = 1 / (s**2 + sd2).sqrt()
         c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
-        u = torch.cat([c_in * x, c_in * d2, (x - d2) / s], dim=1).to(torch.float32)
-        R = call_padded(self.net, u, self.pad_multiple, sigma.clamp_min(1e-20).log() / 4)
+        d2 = est[:, :1]
+        feats = [c_in * x, c_in * d2, (x - d2) / s]
+        for j in range(1, est.shape[1]):
+            feats += [c_in * est[:, j : j + 1], (est[:, j : j + 1] - d2) / s]
+        R = call_padded(self.net, torch.cat(feats, dim=1).to(torch.float32), self.pad_multiple,
+                        sigma.clamp_min(1e-20).log() / 4)
         return (d2 + c_out * R).to(x.dtype)
 
     def forward(self, x: Tensor, sigma: Tensor | float, *args, **kwargs) -> Tensor:
@@ -142,10 +172,10 @@ class SliceResidualDenoiser(dinv.models.Denoiser):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 5 or x.shape[1] != 1:
             raise ValueError(f"x: expected a one-channel volume (B, 1, D, H, W), got shape {tuple(x.shape)}")
-        d2 = self.slice(x, sigma)
+        est = self.estimates(x, sigma)
         if self._tiled is None:
-            return self.correct(x, d2, sigma)
-        return self._tiled(torch.cat([x, d2], dim=1), sigma)[:, :1]
+            return self.correct(x, est, sigma)
+        return self._tiled(torch.cat([x, est], dim=1), sigma)[:, :1]
 
     def training_loss(self, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
         """EDM loss ``mean lambda(sigma) |D3(x0 + sigma n) - x0|^2``, ``lambda = 1 / c_out^2``; ``D2s`` without
@@ -153,14 +183,14 @@ class SliceResidualDenoiser(dinv.models.Denoiser):
         s = append_dims(sigma, x0.ndim)
         x = x0 + s * noise
         with torch.no_grad():
-            d2 = self.slice(x, sigma)
+            est = self.estimates(x, sigma)
         c_out = s * self.sigma_data / (s**2 + self.sigma_data**2).sqrt()
-        return ((self.correct(x, d2, sigma) - x0) ** 2 / c_out**2).mean()
+        return ((self.correct(x, est, sigma) - x0) ** 2 / c_out**2).mean()
 
     # ---------------------------------------------------------------- on-disk format
     def metadata(self) -> dict:
         return {"arch": "invdiff", "format_version": 1, "kind": KIND, "name": self.name, "base_prior": self.base_name,
-                "unet": self.net.config.to_dict(), "sigma_data": self.sigma_data,
+                "unet": self.net.config.to_dict(), "sigma_data": self.sigma_data, "z_windows": list(self.z_windows),
                 "tile": None if self.tile is None else list(self.tile),
                 "overlap": None if self.overlap is None else list(self.overlap),
                 "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
@@ -208,8 +238,19 @@ class SliceResidualDenoiser(dinv.models.Denoiser):
         net = UNet(UNetConfig.from_dict(meta["unet"]))
         load_state_dict_strict(net, load_file(str(path), device=str(device)), source=str(path))
         model = cls(base, net, sigma_data=meta["sigma_data"], tile=meta.get("tile"), overlap=meta.get("overlap"),
-                    name=meta.get("name"), base_name=base_name)
+                    name=meta.get("name"), base_name=base_name, z_windows=tuple(meta.get("z_windows", ())))
         return model.to(device).eval()
+
+
+def z_mean(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``(M_k x, n_k)``: the mean of each slice's window of ``k`` slices along z (dim 2) that lie inside the
+    volume, and their number per slice, ``(D,)`` (``k`` inside, down to ``k // 2 + 1`` at the ends)."""
+    r, D = k // 2, x.shape[2]
+    xp = torch.nn.functional.pad(x, (0, 0, 0, 0, r, r))
+    total = xp.unfold(2, k, 1).sum(-1)
+    ones = torch.nn.functional.pad(torch.ones(D, device=x.device, dtype=x.dtype), (r, r))
+    n = ones.unfold(0, k, 1).sum(-1)
+    return total / n.reshape(1, 1, D, 1, 1), n
 
 
 def is_slice_residual(json_path: str | os.PathLike) -> bool:
