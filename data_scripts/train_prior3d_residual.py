@@ -77,6 +77,8 @@ def parse_args(argv=None):
                    help="step k uses training volumes TRAIN_SEED_OFFSET + first_volume + k * batch + i (a new run "
                         "started with --init takes volumes its parent never saw)")
     p.add_argument("--plot", default=None, metavar="PNG", help="only draw <run-dir>/loss.csv into this figure, then exit")
+    p.add_argument("--plot-parent", default=None, metavar="RUN_DIR:STEPS",
+                   help="with --plot: first draw this run's loss up to STEPS (the run whose export --init took)")
     args = p.parse_args(argv)
     try:
         args.volume = tuple(int(v) for v in args.volume.split(","))
@@ -121,29 +123,42 @@ def lr_factor(step: int, args) -> float:
     return f
 
 
-def plot_loss(csv_path: Path, png: Path) -> None:
-    """Loss against step (each point the mean of 50 steps), log scale; the CSV is copied beside the figure."""
+def plot_loss(run: Path, png: Path, parent: str | None = None) -> None:
+    """Loss against step (each point the mean of 50 steps), log scale, preceded by the parent run's loss up to
+    the step its export was taken (``parent = "RUN_DIR:STEPS"``); a CSV of the drawn rows is written beside."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(open(csv_path)))
+    runs, offset, seconds0 = [], 0, 0.0
+    if parent:
+        pdir, psteps = parent.rsplit(":", 1)
+        rows = [r for r in csv.DictReader(open(Path(pdir) / "loss.csv")) if int(r["step"]) <= int(psteps)]
+        runs.append((Path(pdir).name, rows, 0, 0.0))
+        offset, seconds0 = int(psteps), float(rows[-1]["seconds"])
+    rows = list(csv.DictReader(open(run / "loss.csv")))
     if not rows:
-        raise SystemExit(f"{csv_path}: no loss rows yet")
-    steps, loss = [int(r["step"]) for r in rows], [float(r["loss"]) for r in rows]
+        raise SystemExit(f"{run / 'loss.csv'}: no loss rows yet")
+    runs.append((run.name, rows, offset, seconds0))
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, loss, lw=1)
+    lines = ["run,step,seconds,loss"]
+    for name, rs, off, sec0 in runs:
+        steps = [off + int(r["step"]) for r in rs]
+        ax.plot(steps, [float(r["loss"]) for r in rs], lw=1, label=name)
+        lines += [f"{name},{off + int(r['step'])},{sec0 + float(r['seconds']):.2f},{r['loss']}" for r in rs]
+    total = lines[-1].split(",")
     ax.set(xlabel="step (one 32x64x64 volume each)", ylabel="EDM-weighted loss (mean of 50 steps)", yscale="log",
-           title=f"{png.stem}: {steps[-1]} steps, {float(rows[-1]['seconds']) / 60:.0f} min (shared 2-core CPU)")
+           title=f"{png.stem}: {total[1]} steps, {float(total[2]) / 60:.0f} min (shared 2-core CPU)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = png.with_name(png.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, png)
     tmp_csv = png.with_suffix(".csv.tmp")
-    tmp_csv.write_text(Path(csv_path).read_text())
+    tmp_csv.write_text("\n".join(lines) + "\n")
     os.replace(tmp_csv, png.with_suffix(".csv"))
 
 
@@ -169,7 +184,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     run = Path(args.run_dir)
     if args.plot:
-        plot_loss(run / "loss.csv", Path(args.plot))
+        plot_loss(run, Path(args.plot), args.plot_parent)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
