@@ -268,3 +268,178 @@ def test_train_script_trains_a_3d_prior_and_resumes(tmp_path):
         assert D(torch.rand(1, 1, 8, 12, 10), 0.3).shape == (1, 1, 8, 12, 10)
     b = t.batch_3d(t.parse_args(common), torch.Generator().manual_seed(0), step=0)
     assert b.shape == (2, 1, 8, 8, 8) and 0 <= b.min() and b.max() <= 1
+
+
+# --------------------------------------------------------------------------- the 2D prior plus a 3D correction
+def tiny_residual(seed: int = 0, tile=None, randomise: bool = True) -> priors.SliceResidualDenoiser:
+    """A small random 2D EDM prior with a small random 3D correction network (output layer randomised)."""
+    torch.manual_seed(seed)
+    base = EDMDenoiser(UNet(UNetConfig(channels=(8, 16), emb_dim=16)), name="tiny-2d")
+    net = UNet(UNetConfig(in_channels=3, channels=(8, 16), dims=3, emb_dim=16))
+    with torch.no_grad():
+        for p in list(base.net.parameters()) + (list(net.parameters()) if randomise else []):
+            if not p.abs().sum():
+                p.normal_(0, 0.05)
+    return priors.SliceResidualDenoiser(base, net, tile=tile, name="tiny-3d", base_name="tiny-2d.safetensors").eval()
+
+
+def test_residual_prior_starts_at_the_slice_wise_2d_prior():
+    """R_theta's output layer is zero at initialisation, so D3 = D2s exactly (the training starting point)."""
+    D = tiny_residual(1, randomise=False)
+    x = torch.rand(2, 1, 6, 16, 12, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.05, 2.0])
+    with torch.no_grad():
+        assert torch.equal(D(x, sigma), priors.SliceDenoiser(D.slice.denoiser2d)(x, sigma))
+    assert D.spatial_dims == 3 and D.sigma_max == D.slice.denoiser2d.sigma_max
+
+
+def test_residual_prior_follows_its_equation_and_its_loss_is_the_edm_loss():
+    """D3 = D2s + c_out R([c_in x, c_in D2s, (x - D2s) / sigma], log(sigma) / 4), written out here; and
+    lambda |D3 - x0|^2 with lambda = 1 / c_out^2 equals |R - (x0 - D2s) / c_out|^2."""
+    D = tiny_residual(2)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(2, 1, 4, 8, 8, generator=g)
+    n = torch.randn(x0.shape, generator=g)
+    sigma = torch.tensor([0.1, 0.8])
+    s = sigma.reshape(-1, 1, 1, 1, 1)
+    x = x0 + s * n
+    with torch.no_grad():
+        d2 = priors.SliceDenoiser(D.slice.denoiser2d)(x, sigma)
+        c_in, c_out = 1 / (s**2 + 0.25).sqrt(), s * 0.5 / (s**2 + 0.25).sqrt()
+        R = D.net(torch.cat([c_in * x, c_in * d2, (x - d2) / s], 1), sigma.log() / 4)
+        assert R.abs().max() > 1e-3  # the correction is not trivially zero
+        assert torch.allclose(D(x, sigma), d2 + c_out * R, atol=1e-6)
+        loss = D.training_loss(x0, sigma, n)
+        assert torch.allclose(loss, ((R - (x0 - d2) / c_out) ** 2).mean(), rtol=1e-4)
+
+
+def test_residual_prior_tiles_only_the_correction_and_blends_it():
+    """Above the tile size the 2D prior still sees whole slices and the tile-wise corrections are blended with
+    weights summing to one: with a constant correction R = b, D3 = D2s + c_out b exactly. Inside one tile it
+    is the untiled prior."""
+    D = tiny_residual(3, tile=(4, 8, 8))
+    x = torch.rand(1, 1, 9, 20, 13, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        small = x[..., :4, :8, :8]
+        assert torch.equal(D(small, 0.3), D.correct(small, D.slice(small, 0.3), 0.3))
+        D.net.conv_out.weight.zero_()
+        D.net.conv_out.bias.fill_(0.7)
+        c_out = 0.3 * 0.5 / (0.3**2 + 0.25) ** 0.5
+        assert torch.allclose(D(x, 0.3), D.slice(x, 0.3) + c_out * 0.7, atol=1e-6)
+
+
+def test_residual_prior_passes_gradients_and_rejects_images():
+    D = tiny_residual(4, tile=(4, 8, 8))
+    x = torch.rand(1, 1, 6, 10, 8, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    D(x, 0.2).square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="x: expected a one-channel volume"):
+        D(torch.zeros(1, 1, 8, 8), 0.1)
+    with pytest.raises(ValueError, match="net: expected"):
+        priors.SliceResidualDenoiser(D.slice.denoiser2d, UNet(UNetConfig(channels=(8, 16), dims=3)))
+
+
+def test_residual_prior_saves_and_loads_through_the_registry(tmp_path):
+    """safetensors + JSON with kind 'slice-residual-3d' and the 2D prior referenced by name (a file beside it
+    here); priors.load rebuilds the same denoiser; a missing 2D prior is a clear error."""
+    D = tiny_residual(5, tile=(4, 8, 8))
+    D.slice.denoiser2d.save(tmp_path / "tiny-2d.safetensors")
+    D.save(tmp_path / "tiny-3d.safetensors")
+    with pytest.raises(FileExistsError):
+        D.save(tmp_path / "tiny-3d.safetensors")
+    L = priors.load(tmp_path / "tiny-3d.safetensors")
+    assert isinstance(L, priors.SliceResidualDenoiser) and L.tile == (4, 8, 8) and L.base_name == "tiny-2d.safetensors"
+    x = torch.rand(1, 1, 6, 12, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(L(x, 0.4), D(x, 0.4))
+    (tmp_path / "tiny-2d.safetensors").unlink()
+    with pytest.raises(ValueError, match="tiny-2d"):
+        priors.load(tmp_path / "tiny-3d.safetensors")
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_solvers_run_the_residual_3d_prior_on_volumes(name):
+    """The 2D-plus-3D prior inside each solver: its correction network sees volumes, the result is finite."""
+    D = tiny_residual(6, tile=(4, 8, 8))
+    seen = []
+    D.net.conv_in.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape))
+    shape = (1, 6, 12, 10)
+    op = dinv.physics.Inpainting(img_size=shape, mask=0.5, rng=torch.Generator().manual_seed(1),
+                                 noise_model=dinv.physics.GaussianNoise(sigma=0.05))
+    y = op(torch.rand(1, *shape, generator=torch.Generator().manual_seed(3)))
+    steps = {"DPS": solvers.DPS(D, steps=3), "REDDiff": solvers.REDDiff(D, steps=3),
+             "SMC": solvers.SMC(D, particles=2, steps=3), "DDS": solvers.DDS(D, steps=3)}
+    r = steps[name].reconstruct(y, op, seed=0, progress=False)
+    assert r.mean.shape == (1, *shape) and torch.isfinite(r.mean).all() and r.nfe > 0
+    assert seen and all(len(s) == 5 and s[1] == 3 for s in seen)
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data_scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_residual_training_script_trains_resumes_and_exports(tmp_path):
+    """Two steps, then a resumed third; the exported EMA prior loads by path with the 2D prior by name."""
+    t = _script("train_prior3d_residual")
+    common = ["--channels", "8,16", "--volume", "8,16,16", "--run-dir", str(tmp_path / "run"), "--threads", "1",
+              "--export-every", "2"]
+    t.main(common + ["--max-steps", "2"])
+    t.main(common + ["--max-steps", "3"])
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert (tmp_path / "run" / "ema-2.safetensors").is_file()
+    D = priors.load(tmp_path / "run" / "ema.safetensors")
+    assert isinstance(D, priors.SliceResidualDenoiser) and D.base_name == "phantom-ct-64" and D.tile == (8, 16, 16)
+    with torch.no_grad():
+        assert D(torch.rand(1, 1, 9, 20, 16), 0.3).shape == (1, 1, 9, 20, 16)  # tiled: larger than (8, 16, 16)
+    a = t.parse_args(common)
+    sig = t.sample_sigma(a, 4000, torch.Generator().manual_seed(0))
+    import math
+
+    def lognormal_mass(mu, sd, lo=0.05, hi=0.45):  # P(lo < exp(mu + sd z) < hi)
+        return 0.5 * (math.erf((math.log(hi) - mu) / (sd * 2**0.5)) - math.erf((math.log(lo) - mu) / (sd * 2**0.5)))
+
+    p = 0.75 * lognormal_mass(math.log(0.15), 0.5) + 0.25 * lognormal_mass(-1.2, 1.2)  # 0.870
+    goal = float(((sig > 0.05) & (sig < 0.45)).float().mean())
+    assert abs(goal - p) < 4 * (p * (1 - p) / 4000) ** 0.5, (goal, p)
+    q = 0.25 * 0.5 * (1 - math.erf(1 / 2**0.5))  # sigma > 1: only from EDM's lognormal (z > 1), 0.040
+    assert abs(float((sig > 1.0).float().mean()) - q) < 4 * (q * (1 - q) / 4000) ** 0.5
+    b = t.batch(a, torch.Generator().manual_seed(0), first=0)
+    assert b.shape == (1, 1, 8, 16, 16) and 0 <= b.min() and b.max() <= 1
+
+
+class Shrink2D(torch.nn.Module):
+    """A 2D 'prior' x / (1 + sigma^2) per slice, so that the noise level each slice was given shows in the output."""
+
+    sigma_min, sigma_max, data_range = 0.002, 10.0, (0.0, 1.0)
+
+    def forward(self, x, sigma):
+        return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+
+def test_z_averaged_estimates_use_the_window_mean_at_its_reduced_noise_level():
+    """E_3 = D2(M_3 x, sigma / sqrt(n)) with n = 3 inside the volume and 2 at its two end slices."""
+    net = UNet(UNetConfig(in_channels=5, channels=(8, 16), dims=3, emb_dim=16))
+    D = priors.SliceResidualDenoiser(Shrink2D(), net, z_windows=(3,))
+    x = torch.rand(2, 1, 5, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    sigma = torch.tensor([0.3, 1.2], dtype=torch.float64)
+    est = D.estimates(x, sigma)
+    assert est.shape == (2, 2, 5, 4, 4)
+    for b in range(2):
+        assert torch.allclose(est[b, 0], x[b, 0] / (1 + sigma[b] ** 2))
+        for z in range(5):
+            window = x[b, 0, max(0, z - 1) : z + 2]
+            expected = window.mean(0) / (1 + sigma[b] ** 2 / len(window))
+            assert torch.allclose(est[b, 1, z], expected), (b, z)
+    with torch.no_grad():  # zero-initialised output layer: still exactly the slice-wise 2D prior
+        assert torch.allclose(D(x.float(), sigma.float()), est[:, :1].float(), atol=1e-6)
+    with pytest.raises(ValueError, match="z_windows"):
+        priors.SliceResidualDenoiser(Shrink2D(), net, z_windows=(4,))
+    with pytest.raises(ValueError, match="in_channels=3"):
+        priors.SliceResidualDenoiser(Shrink2D(), net)

@@ -4,7 +4,8 @@ from invdiff.priors.analytic import GaussianMixturePrior, GaussianPrior
 from invdiff.priors.edm import EDMDenoiser
 from invdiff.priors.registry import available, load
 from invdiff.priors.slice import SliceDenoiser
+from invdiff.priors.slice_residual import SliceResidualDenoiser
 from invdiff.priors.tiled import TiledDenoiser
 from invdiff.priors.unet import UNet, UNetConfig
 
-__all__ = ["EDMDenoiser", "GaussianMixturePrior", "GaussianPrior", "SliceDenoiser", "TiledDenoiser", "UNet", "UNetConfig", "available", "load"]
+__all__ = ["EDMDenoiser", "GaussianMixturePrior", "GaussianPrior", "SliceDenoiser", "SliceResidualDenoiser", "TiledDenoiser", "UNet", "UNetConfig", "available", "load"]

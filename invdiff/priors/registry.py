@@ -19,6 +19,7 @@ from invdiff.priors.adapters import adm, ncsnpp
 from invdiff.priors.adapters import diffusers as diffusers_adapter
 from invdiff.priors.adapters import monai as monai_adapter
 from invdiff.priors.edm import EDMDenoiser
+from invdiff.priors.slice_residual import SliceResidualDenoiser, is_slice_residual
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ARCHS = ("invdiff", "adm", "ncsnpp", "diffusers", "monai")
@@ -41,6 +42,13 @@ def _infer_arch(path: Path) -> str:
     raise ValueError(f"arch: cannot tell the checkpoint family of {str(path)!r}; pass arch= one of {list(ARCHS)} "
                      f"(an invdiff prior is a .safetensors file with a .json beside it, a diffusers pipeline "
                      f"a folder with unet/)")
+
+
+def _load_invdiff(path: Path, device):
+    """invdiff's own format: an :class:`EDMDenoiser`, or a :class:`SliceResidualDenoiser` (JSON ``kind``)."""
+    if is_slice_residual(Path(path).with_suffix(".json")):
+        return SliceResidualDenoiser.from_file(path, device=device)
+    return EDMDenoiser.from_file(path, device=device)
 
 
 def load(name_or_path: str | os.PathLike, arch: str | None = None, device: str | torch.device = "cpu", **kwargs):
@@ -80,7 +88,7 @@ def load(name_or_path: str | os.PathLike, arch: str | None = None, device: str |
     path = Path(name_or_path)
     if not path.exists():
         if isinstance(name_or_path, str) and arch in (None, "invdiff") and name_or_path in available():
-            return EDMDenoiser.from_file(WEIGHTS_DIR / f"{name_or_path}.safetensors", device=device)
+            return _load_invdiff(WEIGHTS_DIR / f"{name_or_path}.safetensors", device)
         looks_like_path = isinstance(name_or_path, os.PathLike) or os.sep in name_or_path or path.suffix != ""
         if looks_like_path:
             raise FileNotFoundError(f"{path}: no such checkpoint file or folder")
@@ -90,7 +98,7 @@ def load(name_or_path: str | os.PathLike, arch: str | None = None, device: str |
     if arch == "invdiff":
         if kwargs:
             raise TypeError(f"load: arch='invdiff' takes no extra arguments, got {sorted(kwargs)}")
-        return EDMDenoiser.from_file(path, device=device)
+        return _load_invdiff(path, device)
     if arch == "adm":
         return adm.load_adm(path, device, **kwargs)
     if arch == "ncsnpp":
