@@ -161,22 +161,36 @@ def parse_spec(text: str) -> Spec:
     return Spec(name, kw)
 
 
+def build_smc(prior, kw: dict):
+    """:class:`invdiff.solvers.SMC` from a spec's keywords: ``moves=n`` and ``move_*`` (``move_step=0.3`` ->
+    ``step=0.3``) add the Langevin rejuvenation of :mod:`invdiff.solvers.smc_moves`, ``temper_*`` (``temper_cess=0.5``) the
+    likelihood tempering of :mod:`invdiff.solvers.smc_temper`; the rest go to the class."""
+    from invdiff.solvers import SMC
+
+    kw = dict(kw)
+    moves = kw.pop("moves", None)
+    move_kw = {k[5:]: kw.pop(k) for k in list(kw) if k.startswith("move_")}  # move_step=0.3 -> step=0.3
+    if move_kw:
+        moves = {"n_moves": 1 if moves is None else moves, **move_kw}
+    temper_kw = {k[7:]: kw.pop(k) for k in list(kw) if k.startswith("temper_")}  # temper_cess=0.5 -> cess=0.5
+    if temper_kw:
+        kw["tempering"] = temper_kw
+    solver = SMC(prior, **kw)
+    if moves is not None:  # MCMC rejuvenation after resampling (invdiff.solvers.smc_moves)
+        from invdiff.solvers.smc_moves import with_moves
+
+        solver = with_moves(solver, moves)
+    return solver
+
+
 def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, dict]:
     """``(K, 1, ...)`` samples for one measurement, ``K``, and the SMC diagnostics (resampling steps, final ESS)."""
-    from invdiff.solvers import DDS, DPS, SMC
+    from invdiff.solvers import DDS, DPS
 
     kw = dict(spec.kw)
     if spec.name == "smc":
         kw = {**SMC_DEFAULTS, "particles": 16, **kw}
-        moves = kw.pop("moves", None)
-        move_kw = {k[5:]: kw.pop(k) for k in list(kw) if k.startswith("move_")}  # move_step=0.3 -> step=0.3
-        if move_kw:
-            moves = {"n_moves": 1 if moves is None else moves, **move_kw}
-        solver = SMC(prior, **kw)
-        if moves is not None:  # MCMC rejuvenation after resampling (invdiff.solvers.smc_moves)
-            from invdiff.solvers.smc_moves import with_moves
-
-            solver = with_moves(solver, moves)
+        solver = build_smc(prior, kw)
         K = kw["particles"]
     elif spec.name in ("dps", "dds"):
         K = kw.pop("n_samples", 8)

@@ -72,6 +72,7 @@ from tqdm.auto import tqdm
 
 from invdiff.solvers.ensemble import Context, EnsembleSampler, prior_std_of
 from invdiff.solvers.smc_gauss import col, dot, sqnorm
+from invdiff.solvers.smc_temper import as_tempering
 from invdiff.validate import check_positive_float
 
 __all__ = ["SMC"]
@@ -127,6 +128,12 @@ class SMC(EnsembleSampler):
     cg_iters, cg_tol : int, float
         Conjugate-gradient budget of the Gaussian steps (1-2 iterations suffice for masks).
 
+    tempering : Tempering, dict, float or None
+        Adaptive likelihood tempering (:mod:`invdiff.solvers.smc_temper`): a :class:`~invdiff.solvers.smc_temper.Tempering`,
+        its keyword arguments, or a number (its ``cess``). ``None`` (default): off.
+    moves : LangevinMoves, int, dict or None
+        MCMC rejuvenation after resampling (:mod:`invdiff.solvers.smc_moves`, :func:`~invdiff.solvers.smc_moves.with_moves`).
+        ``None`` (default): off.
     split_particles : bool
         When torch.distributed is initialised (``torchrun``), split each ensemble's particles over the ranks
         (:mod:`invdiff.distributed.particles`; ``particles`` a multiple of the world size; every rank passes the
@@ -163,7 +170,7 @@ class SMC(EnsembleSampler):
                  ess_threshold: float = 0.5, prior_std: float | str = "auto", noise_std: float | None = None,
                  guidance_scale: float = 1.0, sigma_min: float | None = None, sigma_max: float | None = None,
                  rho: float = 7.0, cg_iters: int = 50, cg_tol: float = 1e-10, device: str | torch.device | None = None,
-                 split_particles: bool = True):
+                 split_particles: bool = True, tempering=None, moves=None):
         super().__init__(prior, particles, steps, ess_threshold, noise_std, sigma_min, sigma_max, rho, cg_iters,
                          cg_tol, device, split_particles)
         if tilt != "tweedie":
@@ -174,6 +181,13 @@ class SMC(EnsembleSampler):
         self.adapt_prior_std = isinstance(prior_std, str)
         self.prior_std = prior_std_of(prior, prior_std)
         self.guidance_scale = check_positive_float("guidance_scale", guidance_scale, allow_zero=True)
+        self.tempering = as_tempering(tempering)
+        if self.tempering is not None and proposal == "gradient":
+            raise ValueError("tempering: not implemented for proposal='gradient'; use 'gaussian' or 'prior'")
+        if moves is not None:
+            from invdiff.solvers.smc_moves import with_moves
+
+            with_moves(self, moves)
 
     def _loop(self, ctx: Context, sigmas: Tensor, progress: bool, B: int, N: int) -> tuple[Tensor, Tensor]:
         """Start ``N(0, sigma_max^2 I)``; per step 1. tilt, 2. weight of the move just made, 3. resample, 4. move."""
@@ -181,6 +195,11 @@ class SMC(EnsembleSampler):
         st = TweedieState(x=self.sigma_max * ctx.randn(torch.empty(B * N, *ctx.img, dtype=dt, device=dev)),
                           log_w=torch.zeros(B, N, dtype=dt, device=dev),
                           c2=torch.full((B,), self.prior_std**2, dtype=dt, device=dev))
+        temper, s2 = self.tempering, ctx.s2
+        if temper is not None:  # each ensemble's exponent beta: the likelihood's noise variance is s^2 / beta
+            beta = torch.full((B,), temper.beta_start, dtype=dt, device=dev)
+            ctx.s2 = s2 / beta.repeat_interleave(N)
+            ctx.hist["beta"] = []
         for k in tqdm(range(self.steps), disable=not progress, desc="SMC (tweedie tilt)"):
             sigma, sigma_next = float(sigmas[k]), float(sigmas[k + 1])
             h, kappa = sigma**2 - sigma_next**2, sigma_next**2 / sigma**2
@@ -191,6 +210,12 @@ class SMC(EnsembleSampler):
             # 2. weight of the move just made, x_{k-1} -> x_k
             inc = log_tilt if st.log_prev is None else log_tilt - st.log_prev + st.log_kernel
             st.log_w = st.log_w + inc.reshape(B, N)
+            if temper is not None:  # 2b. raise beta as far as the conditional ESS allows (smc_temper)
+                beta, st.log_w, delta = temper.advance(ctx, st.log_w, beta, r, tau2, s2, self.cg_iters, k, self.steps,
+                                                       last=sigma_next == 0)
+                log_tilt = log_tilt + delta
+                ctx.s2 = s2 if sigma_next == 0 else s2 / beta.repeat_interleave(N)
+                ctx.hist["beta"].append(beta.clone())
             # 3. resample
             r = r if self.proposal == "gaussian" and sigma_next > 0 else None  # only the Gaussian move uses it
             st.log_w, ess_k, do, (st.x, x0_hat, log_tilt, grad, r) = self._resample(
@@ -231,7 +256,8 @@ class SMC(EnsembleSampler):
             if st.r_lin is None:
                 q, u = gs.quad(r.detach(), ctx.s2, tau2)
             else:  # one CG for the tilt and the surrogate's tilt y~lin of the last move
-                q, u = gs.quad(torch.cat([r.detach(), st.r_lin]), ctx.s2, torch.cat([tau2, st.t2]))
+                s2 = torch.cat([ctx.s2, ctx.s2]) if torch.is_tensor(ctx.s2) else ctx.s2  # per particle when tempered
+                q, u = gs.quad(torch.cat([r.detach(), st.r_lin]), s2, torch.cat([tau2, st.t2]))
                 q, q_lin = q.chunk(2)
                 st.log_kernel = st.log_prev + 0.5 * q_lin
             log_tilt = -0.5 * q
