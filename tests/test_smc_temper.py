@@ -83,7 +83,8 @@ def test_tempered_smc_keeps_the_exact_gaussian_posterior(temper):
 def test_each_raise_keeps_the_conditional_ess():
     """Without a cap the exponent is raised to where the CESS of the tempering weights is the target (bisection), and
     the weights that step adds are exp(delta): recompute the CESS from the returned increments."""
-    prior, op, y, _ = _problem(B=1)
+    _, op, y, _ = _problem(B=1)
+    prior = GaussianPrior(torch.full((1, 4, 4), 0.5), 1.0)  # wide prior, started at sigma 0.3: particles disagree
     seen = []
     orig = Tempering.advance
 
@@ -94,7 +95,7 @@ def test_each_raise_keeps_the_conditional_ess():
 
     Tempering.advance = spy
     try:
-        SMC(prior, particles=200, steps=20, sigma_max=2.0, tempering=dict(cess=0.7, beta_start=1e-6)).reconstruct(
+        SMC(prior, particles=200, steps=20, sigma_max=0.3, tempering=dict(cess=0.7, beta_start=1e-6)).reconstruct(
             y, op, seed=0, progress=False)
     finally:
         Tempering.advance = orig

@@ -61,7 +61,7 @@ from torch import Tensor
 
 from invdiff.bench.counting import CountingDenoiser
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
-from invdiff.bench.tasks import get_task, measure, test_images
+from invdiff.bench.tasks import get_task, measure, test_images, tuning_images
 from invdiff.metrics import central_intervals, psnr
 from invdiff.utils import atomic_path
 
@@ -69,9 +69,9 @@ __all__ = ["LEVELS", "reference_coverage", "interval_coverage", "Spec", "parse_s
 
 LEVELS = (0.5, 0.9, 0.95)
 TASKS = ("ct16", "mri4-random")
-DEFAULT_METHODS = ("smc:particles=8", "smc:particles=16", "smc:particles=32", "dds:n_samples=16",
+DEFAULT_METHODS = ("smc:particles=8", "smc", "smc:particles=32", "dds:n_samples=16",
                    "dps:n_samples=8")
-SMC_DEFAULTS = {"steps": 100, "cg_iters": 10, "cg_tol": 1e-6}  # the benchmark's SMC settings (methods.HPARAMS)
+SMC_DEFAULTS: dict = {}  # an "smc" spec runs the class defaults, the preset (invdiff.solvers.presets, "smc")
 METHOD_NAMES = ("smc", "dps", "dds", "mbir")
 
 
@@ -189,9 +189,8 @@ def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, d
 
     kw = dict(spec.kw)
     if spec.name == "smc":
-        kw = {**SMC_DEFAULTS, "particles": 16, **kw}
-        solver = build_smc(prior, kw)
-        K = kw["particles"]
+        solver = build_smc(prior, {**SMC_DEFAULTS, **kw})
+        K = solver.particles
     elif spec.name in ("dps", "dds"):
         K = kw.pop("n_samples", 8)
         kw.setdefault("steps", 100)
@@ -206,12 +205,15 @@ def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, d
 
 
 def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_seed: int = 1,
-        prior=None, log=None) -> list[dict]:
+        prior=None, log=None, image_set: str = "test") -> list[dict]:
     """One row per (task, sampler): coverage at :data:`LEVELS` (all pixels and truth in (0, 1)), the reference
-    :func:`reference_coverage`, ``K``, seconds per image, network calls per image and PSNR of the sample mean."""
+    :func:`reference_coverage`, ``K``, seconds per image, network calls per image and PSNR of the sample mean.
+    ``image_set="tuning"`` takes the tuning images ``ellipses(n, 64, seed=777002)`` (for choosing settings)."""
     specs = [parse_spec(s) if isinstance(s, str) else s for s in (specs or DEFAULT_METHODS)]
     prior = CountingDenoiser(prior if prior is not None else load_prior(DEFAULT_PRIOR))
-    x = test_images(n_images, shepp=False)
+    if image_set not in ("test", "tuning"):
+        raise ValueError(f"image_set: expected 'test' or 'tuning', got {image_set!r}")
+    x = test_images(n_images, shepp=False) if image_set == "test" else tuning_images(n_images)
     inner = (x > 0) & (x < 1)
     rows = []
     for tname in task_names:
@@ -284,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="sampler seed of the first image (image b: seed + b)")
     ap.add_argument("--noise-seed", type=int, default=1, help="seed of the measurement noise")
     ap.add_argument("--prior", default=DEFAULT_PRIOR)
+    ap.add_argument("--image-set", choices=("test", "tuning"), default="test",
+                    help="in-distribution test images (seed 777001) or tuning images (seed 777002, for choosing settings)")
     ap.add_argument("--out", default=None, help="also write the Markdown table to this file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--images: expected a positive number of images, got {args.images}")
     specs = [parse_spec(s) for s in args.methods]
     rows = run(args.tasks, specs, args.images, args.seed, args.noise_seed, load_prior(args.prior),
-               log=lambda m: print(m, file=sys.stderr, flush=True))
+               log=lambda m: print(m, file=sys.stderr, flush=True), image_set=args.image_set)
     md = table(rows)
     print(md)
     if args.out:

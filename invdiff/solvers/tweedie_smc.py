@@ -72,6 +72,7 @@ from tqdm.auto import tqdm
 
 from invdiff.solvers.ensemble import Context, EnsembleSampler, prior_std_of
 from invdiff.solvers.smc_gauss import col, dot, sqnorm
+from invdiff.solvers.presets import resolve
 from invdiff.solvers.smc_temper import as_tempering
 from invdiff.validate import check_positive_float
 
@@ -98,6 +99,10 @@ class TweedieState:
 
 class SMC(EnsembleSampler):
     r"""Tweedie-tilted weighted-particle posterior sampler (module docstring; the recommended ensemble).
+
+    Defaults: an argument left at ``None`` takes the preset (:func:`invdiff.solvers.presets.preset` ``("smc")``:
+    16 particles, 100 steps, Gaussian proposal, ESS threshold 0.5, ``prior_std="auto"``, 10 CG iterations to
+    1e-6); ``SMC(prior)`` is ``SMC(prior, **preset("smc").params)``.
 
     Parameters
     ----------
@@ -155,7 +160,8 @@ class SMC(EnsembleSampler):
 
     moves = None  # MCMC rejuvenation after resampling: invdiff.solvers.smc_moves.with_moves
 
-    def __new__(cls, prior=None, particles: int = 16, steps: int = 200, tilt: str = "tweedie", *args, **kw):
+    def __new__(cls, prior=None, particles: int | None = None, steps: int | None = None, tilt: str = "tweedie", *args,
+                **kw):
         if tilt == "particle":  # the paper's tilt now lives in its own class
             warnings.warn("SMC(tilt='particle') is the AFDPS paper's scheme: use invdiff.solvers.AFDPS(prior, ...); "
                           "this alias returns an AFDPS", FutureWarning, stacklevel=2)
@@ -163,23 +169,30 @@ class SMC(EnsembleSampler):
 
             kw.pop("guidance_scale", None)
             names = ("proposal", "ess_threshold", "prior_std", "noise_std")
-            return AFDPS(prior, particles, steps, **dict(zip(names, args)), **kw)
+            return AFDPS(prior, 16 if particles is None else particles, 200 if steps is None else steps,
+                         **dict(zip(names, args)), **kw)
         return super().__new__(cls)
 
-    def __init__(self, prior, particles: int = 16, steps: int = 200, tilt: str = "tweedie", proposal: str = "gaussian",
-                 ess_threshold: float = 0.5, prior_std: float | str = "auto", noise_std: float | None = None,
-                 guidance_scale: float = 1.0, sigma_min: float | None = None, sigma_max: float | None = None,
-                 rho: float = 7.0, cg_iters: int = 50, cg_tol: float = 1e-10, device: str | torch.device | None = None,
-                 split_particles: bool = True, tempering=None, moves=None):
-        super().__init__(prior, particles, steps, ess_threshold, noise_std, sigma_min, sigma_max, rho, cg_iters,
-                         cg_tol, device, split_particles)
+    def __init__(self, prior, particles: int | None = None, steps: int | None = None, tilt: str = "tweedie",
+                 proposal: str | None = None, ess_threshold: float | None = None, prior_std: float | str | None = None,
+                 noise_std: float | None = None, guidance_scale: float = 1.0, sigma_min: float | None = None,
+                 sigma_max: float | None = None, rho: float = 7.0, cg_iters: int | None = None,
+                 cg_tol: float | None = None, device: str | torch.device | None = None, split_particles: bool = True,
+                 tempering=None, moves=None):
+        kw = resolve("smc", {"particles": particles, "steps": steps, "proposal": proposal,
+                             "ess_threshold": ess_threshold, "prior_std": prior_std, "cg_iters": cg_iters,
+                             "cg_tol": cg_tol})
+        particles, steps, proposal, prior_std = kw["particles"], kw["steps"], kw["proposal"], kw["prior_std"]
+        super().__init__(prior, particles, steps, kw["ess_threshold"], noise_std, sigma_min, sigma_max, rho,
+                         kw["cg_iters"], kw["cg_tol"], device, split_particles)
         if tilt != "tweedie":
             raise ValueError(f"tilt: expected 'tweedie' (or 'particle', an alias of AFDPS), got {tilt!r}")
         if proposal not in _PROPOSALS:
             raise ValueError(f"proposal: expected one of {_PROPOSALS}, got {proposal!r}")
         self.tilt, self.proposal = tilt, proposal
         self.adapt_prior_std = isinstance(prior_std, str)
-        self.prior_std = prior_std_of(prior, prior_std)
+        self.prior_c = prior_std_of(prior, prior_std)  # the starting c; prior_std as given ("auto" or the number)
+        self.prior_std = prior_std if self.adapt_prior_std else self.prior_c
         self.guidance_scale = check_positive_float("guidance_scale", guidance_scale, allow_zero=True)
         self.tempering = as_tempering(tempering)
         if self.tempering is not None and proposal == "gradient":
@@ -194,7 +207,7 @@ class SMC(EnsembleSampler):
         dt, dev = torch.float64, ctx.yN.device
         st = TweedieState(x=self.sigma_max * ctx.randn(torch.empty(B * N, *ctx.img, dtype=dt, device=dev)),
                           log_w=torch.zeros(B, N, dtype=dt, device=dev),
-                          c2=torch.full((B,), self.prior_std**2, dtype=dt, device=dev))
+                          c2=torch.full((B,), self.prior_c**2, dtype=dt, device=dev))
         temper, s2 = self.tempering, ctx.s2
         if temper is not None:  # each ensemble's exponent beta: the likelihood's noise variance is s^2 / beta
             beta = torch.full((B,), temper.beta_start, dtype=dt, device=dev)
