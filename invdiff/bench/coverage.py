@@ -205,20 +205,26 @@ def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, d
 
 
 def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_seed: int = 1,
-        prior=None, log=None, image_set: str = "test") -> list[dict]:
+        prior=None, log=None, image_set: str = "test", first: int = 0) -> list[dict]:
     """One row per (task, sampler): coverage at :data:`LEVELS` (all pixels and truth in (0, 1)), the reference
     :func:`reference_coverage`, ``K``, seconds per image, network calls per image and PSNR of the sample mean.
-    ``image_set="tuning"`` takes the tuning images ``ellipses(n, 64, seed=777002)`` (for choosing settings)."""
+    ``image_set="tuning"`` takes the tuning images ``ellipses(n, 64, seed=777002)`` (for choosing settings);
+    ``first``: start at that image of the set (image ``first + b`` with sampler seed ``seed + first + b``), so that
+    a row can be extended by further images."""
     specs = [parse_spec(s) if isinstance(s, str) else s for s in (specs or DEFAULT_METHODS)]
     prior = CountingDenoiser(prior if prior is not None else load_prior(DEFAULT_PRIOR))
     if image_set not in ("test", "tuning"):
         raise ValueError(f"image_set: expected 'test' or 'tuning', got {image_set!r}")
-    x = test_images(n_images, shepp=False) if image_set == "test" else tuning_images(n_images)
+    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+        raise ValueError(f"first: expected a non-negative image index, got {first!r}")
+    x_all = test_images(first + n_images, shepp=False) if image_set == "test" else tuning_images(first + n_images)
+    x = x_all[first:]  # the measurements of images first.. are those of a run over all first + n_images
+    seed = seed + first
     inner = (x > 0) & (x < 1)
     rows = []
     for tname in task_names:
         op = get_task(tname).operator()
-        y = measure(op, x, seed=noise_seed)
+        y = measure(op, x_all, seed=noise_seed)[first:]
         for spec in specs:
             if spec.name == "mbir":
                 rows.append({"task": tname, "method": spec.label, "skipped": "needs a volume (TV along z)"})
@@ -235,7 +241,7 @@ def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_se
             cov, cov_in = interval_coverage(S, x), interval_coverage(S, x, mask=inner)
             row = {"task": tname, "method": spec.label, "K": K, "images": n_images,
                    "cov": cov.mean(0).tolist(), "se": (cov.std(0) / math.sqrt(n_images)).tolist() if n_images > 1 else [math.nan] * len(LEVELS),
-                   "cov_inner": cov_in.nanmean(0).tolist(), "ref": [reference_coverage(K, p) for p in LEVELS],
+                   "cov_inner": cov_in.nanmean(0).tolist(), "cov_images": cov.tolist(), "ref": [reference_coverage(K, p) for p in LEVELS],
                    "seconds": sum(seconds) / n_images, "calls": prior.calls / n_images,
                    "evals": prior.evaluations / n_images,
                    "psnr": float(psnr(S.mean(0), x, data_range=1.0).mean()),
@@ -288,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior", default=DEFAULT_PRIOR)
     ap.add_argument("--image-set", choices=("test", "tuning"), default="test",
                     help="in-distribution test images (seed 777001) or tuning images (seed 777002, for choosing settings)")
+    ap.add_argument("--first-image", type=int, default=0, help="first image of the set (sampler seed --seed + index)")
     ap.add_argument("--out", default=None, help="also write the Markdown table to this file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
@@ -297,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--images: expected a positive number of images, got {args.images}")
     specs = [parse_spec(s) for s in args.methods]
     rows = run(args.tasks, specs, args.images, args.seed, args.noise_seed, load_prior(args.prior),
-               log=lambda m: print(m, file=sys.stderr, flush=True), image_set=args.image_set)
+               log=lambda m: print(m, file=sys.stderr, flush=True), image_set=args.image_set,
+               first=args.first_image)
     md = table(rows)
     print(md)
     if args.out:
