@@ -59,7 +59,7 @@ def weight_trace(solver, y: Tensor, op, seed: int = 0) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m invdiff.bench.smc_weights", description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="ct16")
-    ap.add_argument("--image", type=int, default=0, help="index of the in-distribution test image")
+    ap.add_argument("--image", type=int, default=0, help="image k of test_images(k + 1, shepp=False)")
     ap.add_argument("--method", default="smc", help="SMC spec as in invdiff.bench.coverage")
     ap.add_argument("--every", type=int, default=5, help="print every n-th step (and the last ones)")
     ap.add_argument("--noise-seed", type=int, default=1)
