@@ -121,3 +121,22 @@ def test_run_table_on_mri_with_an_analytic_prior():
     assert moved["resamplings"] == 4 and moved["calls"] == 4 + 1 * 4
     md = table(rows)
     assert "0.540" in md and "not run" in md  # reference_coverage(4, 0.9) = 0.9 * 3 / 5
+
+
+def test_first_image_extends_a_row_and_tempering_specs_parse():
+    """--first-image 1 reproduces image 1 of a 2-image run (same image and measurement noise, seed + 1), on test
+    and tuning images; temper_* keys reach the SMC's tempering; the SMC spec without keys is the class default (the preset)."""
+    from invdiff.bench.coverage import build_smc
+    from invdiff.priors import GaussianPrior
+    from invdiff.solvers.smc_temper import Tempering
+
+    prior = GaussianPrior(torch.full((1, 64, 64), 0.3), 0.3)
+    for image_set in ("test", "tuning"):
+        both = run(["mri4-random"], ["smc:particles=3,steps=3"], n_images=2, prior=prior, image_set=image_set)[0]
+        second = run(["mri4-random"], ["smc:particles=3,steps=3"], n_images=1, prior=prior, image_set=image_set,
+                     first=1)[0]
+        assert second["cov_images"][0] == both["cov_images"][1]
+        assert both["cov"] == [sum(c) / 2 for c in zip(*both["cov_images"])]
+    smc = build_smc(prior, {"temper_cess": 0.4, "temper_growth": 1.5, "particles": 2})
+    assert smc.tempering == Tempering(cess=0.4, growth=1.5)
+    assert build_smc(prior, {}).settings() == __import__("invdiff").solvers.SMC(prior).settings()

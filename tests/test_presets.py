@@ -29,6 +29,8 @@ RECORDED = {
     "reddiff": {"lr": 0.1, "lam": 0.25},
     "mbir": {"mode": "dds", "tv_weight": 0.8, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85},
     "tv": {"weight": 0.0005},
+    "smc": {"particles": 16, "steps": 100, "proposal": "gaussian", "ess_threshold": 0.5, "prior_std": "auto",
+            "cg_iters": 10, "cg_tol": 1e-6},
 }
 # The per-task DDS presets of benchmarks/TUNING.md ("Per-task tuning"), written out by hand.
 RECORDED_TASKS = {
@@ -176,8 +178,8 @@ def test_every_preset_states_its_provenance():
 
 
 def test_preset_lookup_errors_name_the_argument():
-    with pytest.raises(ValueError, match=r"solver: no preset for 'smc'"):
-        preset("smc")
+    with pytest.raises(ValueError, match=r"solver: no preset for 'afdps'"):
+        preset("afdps")
     with pytest.raises(TypeError, match="task"):
         preset("dds", task=16)
     with pytest.raises(ValueError, match=r"task: unknown task group 'inpainting'.*'inpaint'"):
@@ -211,3 +213,32 @@ def test_sigma_defaults_live_in_one_place():
                                         callback=lambda d: levels.append(d["sigma"]))
     assert math.isclose(levels[0], SIGMA_MAX) and math.isclose(levels[-1], SIGMA_MIN)
     assert presets.fill({"a": None, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"a": 1, "b": 2, "c": 4}
+
+
+def test_smc_defaults_are_its_preset(ct16):
+    """SMC(prior) is SMC(prior, **preset("smc").params) (same ensemble, bit for bit), the benchmark runs the same knobs
+    and draws one sample per particle, and an explicit argument still wins; 3 steps instead of 100 to stay fast."""
+    prior, op, x, y = ct16
+    p = dict(preset("smc").params)
+    assert p == RECORDED["smc"]
+    a = solvers.SMC(prior, steps=3)
+    b = solvers.SMC(prior, **{**p, "steps": 3})
+    assert a.settings() == b.settings() and solvers.SMC(prior).settings()["steps"] == 100
+    ra = a.reconstruct(y[:1], op, seed=0, progress=False)
+    rb = b.reconstruct(y[:1], op, seed=0, progress=False)
+    assert torch.equal(ra.info["particles"], rb.info["particles"]) and ra.info["particles"].shape[1] == 16
+    assert hparams("smc", "ct") == {k: v for k, v in p.items() if k != "steps"}
+    s = solvers.SMC(prior, particles=4, cg_iters=3, ess_threshold=1.0).settings()
+    assert (s["particles"], s["cg_iters"], s["ess_threshold"], s["cg_tol"]) == (4, 3, 1.0, 1e-6)
+    # a different setting gives a different ensemble: the comparison above can fail
+    rc = solvers.SMC(prior, **{**p, "steps": 3, "cg_iters": 2}).reconstruct(y[:1], op, seed=0, progress=False)
+    assert not torch.equal(ra.info["particles"], rc.info["particles"])
+
+
+def test_benchmark_smc_draws_one_sample_per_particle():
+    """The benchmark's SMC returns as many samples as particles (distinct particles, not repeats of 8 as before)."""
+    from invdiff.bench.methods import METHODS
+
+    prior, op, y = gauss_problem()
+    out = METHODS["smc"].run(prior, op, y, 3, 0, {**hparams("smc", "ct"), "particles": 6})
+    assert out.samples.shape[0] == 6

@@ -61,7 +61,7 @@ from torch import Tensor
 
 from invdiff.bench.counting import CountingDenoiser
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
-from invdiff.bench.tasks import get_task, measure, test_images
+from invdiff.bench.tasks import get_task, measure, test_images, tuning_images
 from invdiff.metrics import central_intervals, psnr
 from invdiff.utils import atomic_path
 
@@ -69,9 +69,9 @@ __all__ = ["LEVELS", "reference_coverage", "interval_coverage", "Spec", "parse_s
 
 LEVELS = (0.5, 0.9, 0.95)
 TASKS = ("ct16", "mri4-random")
-DEFAULT_METHODS = ("smc:particles=8", "smc:particles=16", "smc:particles=32", "dds:n_samples=16",
+DEFAULT_METHODS = ("smc:particles=8", "smc", "smc:particles=32", "dds:n_samples=16",
                    "dps:n_samples=8")
-SMC_DEFAULTS = {"steps": 100, "cg_iters": 10, "cg_tol": 1e-6}  # the benchmark's SMC settings (methods.HPARAMS)
+SMC_DEFAULTS: dict = {}  # an "smc" spec runs the class defaults, the preset (invdiff.solvers.presets, "smc")
 METHOD_NAMES = ("smc", "dps", "dds", "mbir")
 
 
@@ -161,23 +161,36 @@ def parse_spec(text: str) -> Spec:
     return Spec(name, kw)
 
 
+def build_smc(prior, kw: dict):
+    """:class:`invdiff.solvers.SMC` from a spec's keywords: ``moves=n`` and ``move_*`` (``move_step=0.3`` ->
+    ``step=0.3``) add the Langevin rejuvenation of :mod:`invdiff.solvers.smc_moves`, ``temper_*`` (``temper_cess=0.5``) the
+    likelihood tempering of :mod:`invdiff.solvers.smc_temper`; the rest go to the class."""
+    from invdiff.solvers import SMC
+
+    kw = dict(kw)
+    moves = kw.pop("moves", None)
+    move_kw = {k[5:]: kw.pop(k) for k in list(kw) if k.startswith("move_")}  # move_step=0.3 -> step=0.3
+    if move_kw:
+        moves = {"n_moves": 1 if moves is None else moves, **move_kw}
+    temper_kw = {k[7:]: kw.pop(k) for k in list(kw) if k.startswith("temper_")}  # temper_cess=0.5 -> cess=0.5
+    if temper_kw:
+        kw["tempering"] = temper_kw
+    solver = SMC(prior, **kw)
+    if moves is not None:  # MCMC rejuvenation after resampling (invdiff.solvers.smc_moves)
+        from invdiff.solvers.smc_moves import with_moves
+
+        solver = with_moves(solver, moves)
+    return solver
+
+
 def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, dict]:
     """``(K, 1, ...)`` samples for one measurement, ``K``, and the SMC diagnostics (resampling steps, final ESS)."""
-    from invdiff.solvers import DDS, DPS, SMC
+    from invdiff.solvers import DDS, DPS
 
     kw = dict(spec.kw)
     if spec.name == "smc":
-        kw = {**SMC_DEFAULTS, "particles": 16, **kw}
-        moves = kw.pop("moves", None)
-        move_kw = {k[5:]: kw.pop(k) for k in list(kw) if k.startswith("move_")}  # move_step=0.3 -> step=0.3
-        if move_kw:
-            moves = {"n_moves": 1 if moves is None else moves, **move_kw}
-        solver = SMC(prior, **kw)
-        if moves is not None:  # MCMC rejuvenation after resampling (invdiff.solvers.smc_moves)
-            from invdiff.solvers.smc_moves import with_moves
-
-            solver = with_moves(solver, moves)
-        K = kw["particles"]
+        solver = build_smc(prior, {**SMC_DEFAULTS, **kw})
+        K = solver.particles
     elif spec.name in ("dps", "dds"):
         K = kw.pop("n_samples", 8)
         kw.setdefault("steps", 100)
@@ -192,17 +205,26 @@ def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, d
 
 
 def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_seed: int = 1,
-        prior=None, log=None) -> list[dict]:
+        prior=None, log=None, image_set: str = "test", first: int = 0) -> list[dict]:
     """One row per (task, sampler): coverage at :data:`LEVELS` (all pixels and truth in (0, 1)), the reference
-    :func:`reference_coverage`, ``K``, seconds per image, network calls per image and PSNR of the sample mean."""
+    :func:`reference_coverage`, ``K``, seconds per image, network calls per image and PSNR of the sample mean.
+    ``image_set="tuning"`` takes the tuning images ``ellipses(n, 64, seed=777002)`` (for choosing settings);
+    ``first``: start at that image of the set (image ``first + b`` with sampler seed ``seed + first + b``), so that
+    a row can be extended by further images."""
     specs = [parse_spec(s) if isinstance(s, str) else s for s in (specs or DEFAULT_METHODS)]
     prior = CountingDenoiser(prior if prior is not None else load_prior(DEFAULT_PRIOR))
-    x = test_images(n_images, shepp=False)
+    if image_set not in ("test", "tuning"):
+        raise ValueError(f"image_set: expected 'test' or 'tuning', got {image_set!r}")
+    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+        raise ValueError(f"first: expected a non-negative image index, got {first!r}")
+    x_all = test_images(first + n_images, shepp=False) if image_set == "test" else tuning_images(first + n_images)
+    x = x_all[first:]  # the measurements of images first.. are those of a run over all first + n_images
+    seed = seed + first
     inner = (x > 0) & (x < 1)
     rows = []
     for tname in task_names:
         op = get_task(tname).operator()
-        y = measure(op, x, seed=noise_seed)
+        y = measure(op, x_all, seed=noise_seed)[first:]
         for spec in specs:
             if spec.name == "mbir":
                 rows.append({"task": tname, "method": spec.label, "skipped": "needs a volume (TV along z)"})
@@ -219,7 +241,7 @@ def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_se
             cov, cov_in = interval_coverage(S, x), interval_coverage(S, x, mask=inner)
             row = {"task": tname, "method": spec.label, "K": K, "images": n_images,
                    "cov": cov.mean(0).tolist(), "se": (cov.std(0) / math.sqrt(n_images)).tolist() if n_images > 1 else [math.nan] * len(LEVELS),
-                   "cov_inner": cov_in.nanmean(0).tolist(), "ref": [reference_coverage(K, p) for p in LEVELS],
+                   "cov_inner": cov_in.nanmean(0).tolist(), "cov_images": cov.tolist(), "ref": [reference_coverage(K, p) for p in LEVELS],
                    "seconds": sum(seconds) / n_images, "calls": prior.calls / n_images,
                    "evals": prior.evaluations / n_images,
                    "psnr": float(psnr(S.mean(0), x, data_range=1.0).mean()),
@@ -270,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="sampler seed of the first image (image b: seed + b)")
     ap.add_argument("--noise-seed", type=int, default=1, help="seed of the measurement noise")
     ap.add_argument("--prior", default=DEFAULT_PRIOR)
+    ap.add_argument("--image-set", choices=("test", "tuning"), default="test",
+                    help="in-distribution test images (seed 777001) or tuning images (seed 777002, for choosing settings)")
+    ap.add_argument("--first-image", type=int, default=0, help="first image of the set (sampler seed --seed + index)")
     ap.add_argument("--out", default=None, help="also write the Markdown table to this file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
@@ -279,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--images: expected a positive number of images, got {args.images}")
     specs = [parse_spec(s) for s in args.methods]
     rows = run(args.tasks, specs, args.images, args.seed, args.noise_seed, load_prior(args.prior),
-               log=lambda m: print(m, file=sys.stderr, flush=True))
+               log=lambda m: print(m, file=sys.stderr, flush=True), image_set=args.image_set,
+               first=args.first_image)
     md = table(rows)
     print(md)
     if args.out:

@@ -100,7 +100,7 @@ def _from_presets(solver: str, **extra) -> dict[str, dict]:
 # invdiff's solvers: their presets (invdiff.solvers.presets: a "default" tuned on the ct16 tuning images, seed
 # 777002, at 100 network calls, and per-task-group entries tuned on that group's task; DiffusionMBIR on its 3D
 # tuning volume), without the budget `steps`, which the benchmark sets from its NFE. The presets module holds the
-# provenance; the grids and scores are in benchmarks/TUNING.md. deepinv's methods and SMC stay here: they are
+# provenance; the grids and scores are in benchmarks/TUNING.md. deepinv's methods stay here: they are
 # settings of this benchmark only (no invdiff class reads them); deepinv's were tuned per task group on the same
 # tuning images with the same procedure. Groups: ct, ct-limited, mri, inpaint, deblur, sr, ct3d
 # (invdiff.bench.tasks.Task.group); a group without an entry of its own runs the "default".
@@ -110,9 +110,8 @@ HPARAMS: dict[str, dict[str, dict]] = {
     "dds": _from_presets("dds"),
     "daps": _from_presets("daps"),
     "diffpir": _from_presets("diffpir"),
-    # 10 CG iterations (tolerance 1e-6) per Gaussian solve instead of the class default 50: 2.5x faster on
-    # CT, where the solves dominate (10 steps, 2 images, 8 particles: 40.5 s -> 16.1 s); not re-tuned
-    "smc": {"default": {"particles": 8, "cg_iters": 10, "cg_tol": 1e-6}},
+    # the SMC preset (16 particles, 10 CG iterations to 1e-6: 2.5x faster on CT than 50; benchmarks/CALIBRATION.md)
+    "smc": _from_presets("smc"),
     "mbir": _from_presets("mbir"),
     "slicewise": _from_presets("mbir", tv_weight=0.0),
     # tuned like invdiff's (benchmarks/TUNING.md): "default" on the ct16 tuning images, the groups on their task's
@@ -178,14 +177,15 @@ def _steps(nfe: int, p: dict) -> dict:
 
 
 def _smc_steps(nfe: int, p: dict) -> dict:
-    particles = int(p.get("particles", 8))
+    particles = int(p.get("particles", PRESETS["smc"]["default"].params["particles"]))
     if p.pop("equal_evals", False):
         return {"steps": max(1, nfe // particles)}
     return {"steps": nfe}
 
 
 def _smc_run(prior, op, y, nfe, seed, params):
-    p = {"n_samples": 16, **params}
+    # samples = the particles (K = N): more samples than particles would only repeat particles
+    p = {"n_samples": int(params.get("particles", PRESETS["smc"]["default"].params["particles"])), **params}
     return _invdiff_run("smc", _smc_steps)(prior, op, y, nfe, seed, p)
 
 

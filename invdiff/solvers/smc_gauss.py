@@ -94,7 +94,8 @@ class GaussianSteps:
         return m + d_mean, eps
 
     def quad(self, r: Tensor, s2: float, t2: Tensor) -> tuple[Tensor, Tensor]:
-        """``q = r^T G^{-1} r`` and ``u = G^{-1} r``, ``G = s2 I + t2 A A^T`` (per-row ``t2``), CG on measurements."""
+        """``q = r^T G^{-1} r`` and ``u = G^{-1} r``, ``G = s2 I + t2 A A^T`` (per-row ``t2``; ``s2`` a float or
+        per-row, as the tempered SMC passes it), CG on measurements."""
         op = self.op
-        u = self._cg(lambda v: s2 * v + col(t2, v) * op.A(op.A_adjoint(v)).to(v.dtype), r)
+        u = self._cg(lambda v: col(s2, v) * v + col(t2, v) * op.A(op.A_adjoint(v)).to(v.dtype), r)
         return dot(r, u), u

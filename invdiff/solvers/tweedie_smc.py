@@ -54,6 +54,11 @@ deterministic Tweedie step ``x_K = x0_hat``, reweighted by ``exp(-mu_y(x_K)) / y
 constants that are the same for all particles of a step cancel in the normalised weights. Sampler
 arithmetic in float64, the network in float32.
 
+Options (off by default): ``tempering`` anneals the likelihood, ``s^2 / beta`` with ``beta -> 1`` chosen by the
+conditional ESS (:mod:`invdiff.solvers.smc_temper`, the weight of each raise stated there); ``moves`` adds Langevin
+rejuvenation after resampling (:mod:`invdiff.solvers.smc_moves`). Defaults: the preset ``"smc"``
+(:mod:`invdiff.solvers.presets`).
+
 Measured on :mod:`invdiff.bench.exact_posterior` (64 pixels, three-mode mixture, noise 0.05) with the default
 ``proposal="gaussian"``: 512 particles, 200 steps, sliced Wasserstein 1.3 times the exact-vs-exact distance and
 component weights within 0.03 (total variation); from 64 particles on, its per-pixel intervals hold as much exact
@@ -72,6 +77,8 @@ from tqdm.auto import tqdm
 
 from invdiff.solvers.ensemble import Context, EnsembleSampler, prior_std_of
 from invdiff.solvers.smc_gauss import col, dot, sqnorm
+from invdiff.solvers.presets import resolve
+from invdiff.solvers.smc_temper import as_tempering
 from invdiff.validate import check_positive_float
 
 __all__ = ["SMC"]
@@ -97,6 +104,10 @@ class TweedieState:
 
 class SMC(EnsembleSampler):
     r"""Tweedie-tilted weighted-particle posterior sampler (module docstring; the recommended ensemble).
+
+    Defaults: an argument left at ``None`` takes the preset (:func:`invdiff.solvers.presets.preset` ``("smc")``:
+    16 particles, 100 steps, Gaussian proposal, ESS threshold 0.5, ``prior_std="auto"``, 10 CG iterations to
+    1e-6); ``SMC(prior)`` is ``SMC(prior, **preset("smc").params)``.
 
     Parameters
     ----------
@@ -127,6 +138,12 @@ class SMC(EnsembleSampler):
     cg_iters, cg_tol : int, float
         Conjugate-gradient budget of the Gaussian steps (1-2 iterations suffice for masks).
 
+    tempering : Tempering, dict, float or None
+        Adaptive likelihood tempering (:mod:`invdiff.solvers.smc_temper`): a :class:`~invdiff.solvers.smc_temper.Tempering`,
+        its keyword arguments, or a number (its ``cess``). ``None`` (default): off.
+    moves : LangevinMoves, int, dict or None
+        MCMC rejuvenation after resampling (:mod:`invdiff.solvers.smc_moves`, :func:`~invdiff.solvers.smc_moves.with_moves`).
+        ``None`` (default): off.
     split_particles : bool
         When torch.distributed is initialised (``torchrun``), split each ensemble's particles over the ranks
         (:mod:`invdiff.distributed.particles`; ``particles`` a multiple of the world size; every rank passes the
@@ -148,7 +165,8 @@ class SMC(EnsembleSampler):
 
     moves = None  # MCMC rejuvenation after resampling: invdiff.solvers.smc_moves.with_moves
 
-    def __new__(cls, prior=None, particles: int = 16, steps: int = 200, tilt: str = "tweedie", *args, **kw):
+    def __new__(cls, prior=None, particles: int | None = None, steps: int | None = None, tilt: str = "tweedie", *args,
+                **kw):
         if tilt == "particle":  # the paper's tilt now lives in its own class
             warnings.warn("SMC(tilt='particle') is the AFDPS paper's scheme: use invdiff.solvers.AFDPS(prior, ...); "
                           "this alias returns an AFDPS", FutureWarning, stacklevel=2)
@@ -156,31 +174,50 @@ class SMC(EnsembleSampler):
 
             kw.pop("guidance_scale", None)
             names = ("proposal", "ess_threshold", "prior_std", "noise_std")
-            return AFDPS(prior, particles, steps, **dict(zip(names, args)), **kw)
+            return AFDPS(prior, 16 if particles is None else particles, 200 if steps is None else steps,
+                         **dict(zip(names, args)), **kw)
         return super().__new__(cls)
 
-    def __init__(self, prior, particles: int = 16, steps: int = 200, tilt: str = "tweedie", proposal: str = "gaussian",
-                 ess_threshold: float = 0.5, prior_std: float | str = "auto", noise_std: float | None = None,
-                 guidance_scale: float = 1.0, sigma_min: float | None = None, sigma_max: float | None = None,
-                 rho: float = 7.0, cg_iters: int = 50, cg_tol: float = 1e-10, device: str | torch.device | None = None,
-                 split_particles: bool = True):
-        super().__init__(prior, particles, steps, ess_threshold, noise_std, sigma_min, sigma_max, rho, cg_iters,
-                         cg_tol, device, split_particles)
+    def __init__(self, prior, particles: int | None = None, steps: int | None = None, tilt: str = "tweedie",
+                 proposal: str | None = None, ess_threshold: float | None = None, prior_std: float | str | None = None,
+                 noise_std: float | None = None, guidance_scale: float = 1.0, sigma_min: float | None = None,
+                 sigma_max: float | None = None, rho: float = 7.0, cg_iters: int | None = None,
+                 cg_tol: float | None = None, device: str | torch.device | None = None, split_particles: bool = True,
+                 tempering=None, moves=None):
+        kw = resolve("smc", {"particles": particles, "steps": steps, "proposal": proposal,
+                             "ess_threshold": ess_threshold, "prior_std": prior_std, "cg_iters": cg_iters,
+                             "cg_tol": cg_tol})
+        particles, steps, proposal, prior_std = kw["particles"], kw["steps"], kw["proposal"], kw["prior_std"]
+        super().__init__(prior, particles, steps, kw["ess_threshold"], noise_std, sigma_min, sigma_max, rho,
+                         kw["cg_iters"], kw["cg_tol"], device, split_particles)
         if tilt != "tweedie":
             raise ValueError(f"tilt: expected 'tweedie' (or 'particle', an alias of AFDPS), got {tilt!r}")
         if proposal not in _PROPOSALS:
             raise ValueError(f"proposal: expected one of {_PROPOSALS}, got {proposal!r}")
         self.tilt, self.proposal = tilt, proposal
         self.adapt_prior_std = isinstance(prior_std, str)
-        self.prior_std = prior_std_of(prior, prior_std)
+        self.prior_c = prior_std_of(prior, prior_std)  # the starting c; prior_std as given ("auto" or the number)
+        self.prior_std = prior_std if self.adapt_prior_std else self.prior_c
         self.guidance_scale = check_positive_float("guidance_scale", guidance_scale, allow_zero=True)
+        self.tempering = as_tempering(tempering)
+        if self.tempering is not None and proposal == "gradient":
+            raise ValueError("tempering: not implemented for proposal='gradient'; use 'gaussian' or 'prior'")
+        if moves is not None:
+            from invdiff.solvers.smc_moves import with_moves
+
+            with_moves(self, moves)
 
     def _loop(self, ctx: Context, sigmas: Tensor, progress: bool, B: int, N: int) -> tuple[Tensor, Tensor]:
         """Start ``N(0, sigma_max^2 I)``; per step 1. tilt, 2. weight of the move just made, 3. resample, 4. move."""
         dt, dev = torch.float64, ctx.yN.device
         st = TweedieState(x=self.sigma_max * ctx.randn(torch.empty(B * N, *ctx.img, dtype=dt, device=dev)),
                           log_w=torch.zeros(B, N, dtype=dt, device=dev),
-                          c2=torch.full((B,), self.prior_std**2, dtype=dt, device=dev))
+                          c2=torch.full((B,), self.prior_c**2, dtype=dt, device=dev))
+        temper, s2 = self.tempering, ctx.s2
+        if temper is not None:  # each ensemble's exponent beta: the likelihood's noise variance is s^2 / beta
+            beta = torch.full((B,), temper.beta_start, dtype=dt, device=dev)
+            ctx.s2 = s2 / beta.repeat_interleave(N)
+            ctx.hist["beta"] = []
         for k in tqdm(range(self.steps), disable=not progress, desc="SMC (tweedie tilt)"):
             sigma, sigma_next = float(sigmas[k]), float(sigmas[k + 1])
             h, kappa = sigma**2 - sigma_next**2, sigma_next**2 / sigma**2
@@ -191,6 +228,12 @@ class SMC(EnsembleSampler):
             # 2. weight of the move just made, x_{k-1} -> x_k
             inc = log_tilt if st.log_prev is None else log_tilt - st.log_prev + st.log_kernel
             st.log_w = st.log_w + inc.reshape(B, N)
+            if temper is not None:  # 2b. raise beta as far as the conditional ESS allows (smc_temper)
+                beta, st.log_w, delta = temper.advance(ctx, st.log_w, beta, r, tau2, s2, self.cg_iters, k, self.steps,
+                                                       last=sigma_next == 0)
+                log_tilt = log_tilt + delta
+                ctx.s2 = s2 if sigma_next == 0 else s2 / beta.repeat_interleave(N)
+                ctx.hist["beta"].append(beta.clone())
             # 3. resample
             r = r if self.proposal == "gaussian" and sigma_next > 0 else None  # only the Gaussian move uses it
             st.log_w, ess_k, do, (st.x, x0_hat, log_tilt, grad, r) = self._resample(
@@ -231,7 +274,8 @@ class SMC(EnsembleSampler):
             if st.r_lin is None:
                 q, u = gs.quad(r.detach(), ctx.s2, tau2)
             else:  # one CG for the tilt and the surrogate's tilt y~lin of the last move
-                q, u = gs.quad(torch.cat([r.detach(), st.r_lin]), ctx.s2, torch.cat([tau2, st.t2]))
+                s2 = torch.cat([ctx.s2, ctx.s2]) if torch.is_tensor(ctx.s2) else ctx.s2  # per particle when tempered
+                q, u = gs.quad(torch.cat([r.detach(), st.r_lin]), s2, torch.cat([tau2, st.t2]))
                 q, q_lin = q.chunk(2)
                 st.log_kernel = st.log_prev + 0.5 * q_lin
             log_tilt = -0.5 * q
