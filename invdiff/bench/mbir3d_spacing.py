@@ -11,8 +11,9 @@ measurement by
   consistency, nothing couples the slices);
 * ``DiffusionMBIR``: ``DiffusionMBIR(prior2d, spacing=spacing)``, every other setting the preset's;
 * ``DiffusionMBIR, spacing ignored`` (thick volume only): ``DiffusionMBIR(prior2d)``, as if isotropic;
-* ``native 3D``: ``DDS(TiledDenoiser(prior3d, patch=32, overlap=8), steps=<the same steps>)``, the DDS
-  preset otherwise: the 3D prior sees whole 32^3 tiles (its training size), no TV.
+* ``native 3D``: ``DDS(prior3d, steps=<the same steps>)``, the DDS preset otherwise, no TV. A plain 3D
+  network is wrapped in ``TiledDenoiser(prior3d, patch=32, overlap=8)`` (its 32^3 training size); the
+  shipped ``SliceResidualDenoiser`` tiles its own 3D correction and gives its 2D part whole slices.
 
 Two held-out volumes, both cut from the same ellipsoid phantom ``ellipsoids((64, 64, 64), seed=777003)``
 (:data:`invdiff.bench.tasks.VOLUME_SEED`; neither prior trained on it):
@@ -85,7 +86,7 @@ test_cases.__test__ = False
 
 
 def _solvers(spacing, prior2d, prior3d, steps: int | None) -> dict:
-    from invdiff.priors import TiledDenoiser
+    from invdiff.priors import SliceResidualDenoiser, TiledDenoiser
     from invdiff.solvers import DDS, DiffusionMBIR
 
     kw = {} if steps is None else {"steps": steps}
@@ -94,7 +95,10 @@ def _solvers(spacing, prior2d, prior3d, steps: int | None) -> dict:
     if spacing != (1.0, 1.0, 1.0):
         out["mbir_iso"] = DiffusionMBIR(prior2d, **kw)
     if prior3d is not None:
-        out["native3d"] = DDS(TiledDenoiser(prior3d, patch=32, overlap=8), steps=out["mbir"].steps)
+        # a SliceResidualDenoiser tiles its own 3D correction (its 2D part must see whole slices); a plain 3D
+        # network is tiled into its 32^3 training size
+        native = prior3d if isinstance(prior3d, SliceResidualDenoiser) else TiledDenoiser(prior3d, patch=32, overlap=8)
+        out["native3d"] = DDS(native, steps=out["mbir"].steps)
     return out
 
 
