@@ -51,7 +51,7 @@ def test_counting_denoiser_records_shapes_and_backward_passes():
     assert c.records == [] and c.calls == 0
 
 
-@pytest.mark.parametrize("key", ["dps", "reddiff", "dinv-dps", "dinv-diffpir", "dinv-ddrm"])
+@pytest.mark.parametrize("key", ["dps", "reddiff", "daps", "diffpir", "dinv-dps", "dinv-diffpir", "dinv-ddrm"])
 def test_methods_use_exactly_the_budget(key):
     """Each diffusion adapter makes exactly ``nfe`` network calls (counted in the wrapper, deepinv included)."""
     op = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=0.5, noise_model=dinv.physics.GaussianNoise(0.05))
@@ -151,3 +151,18 @@ def test_bench_quick_cli(tmp_path):
     png = (tmp_path / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert set(METHODS) >= {r["key"] for r in rows}
+
+
+def test_emit_markdown_prints_writes_and_keeps_an_existing_file(tmp_path, capsys):
+    from invdiff.bench.report import emit_markdown
+
+    out = tmp_path / "t.md"
+    emit_markdown("| a |", str(out))
+    assert capsys.readouterr().out == "| a |\n" and out.read_text() == "| a |\n"
+    with pytest.raises(FileExistsError):
+        emit_markdown("| b |", str(out))
+    assert out.read_text() == "| a |\n"
+    emit_markdown("| b |", str(out), overwrite=True)
+    assert out.read_text() == "| b |\n"
+    emit_markdown("| c |", None)  # print only
+    assert capsys.readouterr().out.endswith("| c |\n")

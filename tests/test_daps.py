@@ -108,23 +108,6 @@ def test_bad_input_names_the_argument():
         DAPS(prior, steps=2).reconstruct(torch.zeros(1, 8), noiseless, progress=False)
 
 
-def test_benchmark_adapter_uses_exactly_the_budget():
-    """The benchmark's "daps" method makes exactly ``nfe`` network calls per image (counted in the wrapper)."""
-    import deepinv as dinv
-
-    from invdiff.bench.counting import CountingDenoiser
-    from invdiff.bench.methods import get_method, hparams
-    from invdiff.bench.tasks import measure
-    from invdiff.priors import GaussianPrior
-
-    op = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=0.5, noise_model=dinv.physics.GaussianNoise(0.05))
-    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    prior = CountingDenoiser(GaussianPrior(torch.full((1, 8, 8), 0.5), 0.3))
-    out = get_method("daps").run(prior, op, measure(op, x, seed=0), 7, 0, hparams("daps", "inpaint"))
-    assert (prior.calls, prior.evaluations) == (7, 14)
-    assert out.x.shape == x.shape and torch.isfinite(out.x).all()
-
-
 def test_operator_calls_per_level(monkeypatch):
     """Per level before the last: A once for the residual and once per CG iteration of each solve; A^T the same
     plus one for the draw's A^T z2 (A^T y is not recomputed)."""

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from invdiff.operators import Inpainting
+from _gauss_inpaint import gauss_inpaint_problem
 from invdiff.priors.analytic import GaussianPrior
 from invdiff.solvers import SMC
 from invdiff.solvers.smc_moves import LangevinMoves, with_moves
@@ -16,15 +16,7 @@ S_Y = 0.05
 
 
 def _problem(B: int = 2, seed: int = 0):
-    img = (1, 4, 4)
-    prior = GaussianPrior(torch.linspace(0.2, 0.8, 16).reshape(img), 0.2)
-    mask = torch.zeros(img)
-    mask.view(-1)[::2] = 1
-    op = Inpainting(img, mask=mask, noise_std=S_Y)
-    g = torch.Generator().manual_seed(seed)
-    x = prior.sample(B, generator=g).to(torch.float32)
-    y = op.A(x) + S_Y * torch.randn(op.A(x).shape, generator=g)
-    return prior, op, y, prior.posterior(op, y, S_Y)
+    return gauss_inpaint_problem(S_Y, B, seed)
 
 
 @pytest.mark.parametrize("jacobian", ["autograd", "isotropic"])

@@ -61,9 +61,9 @@ from torch import Tensor
 
 from invdiff.bench.counting import CountingDenoiser
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
+from invdiff.bench.report import emit_markdown
 from invdiff.bench.tasks import get_task, measure, test_images, tuning_images
 from invdiff.metrics import central_intervals, psnr
-from invdiff.utils import atomic_path
 
 __all__ = ["LEVELS", "reference_coverage", "interval_coverage", "Spec", "parse_spec", "run", "table", "main"]
 
@@ -307,10 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                log=lambda m: print(m, file=sys.stderr, flush=True), image_set=args.image_set,
                first=args.first_image)
     md = table(rows)
-    print(md)
-    if args.out:
-        with atomic_path(args.out, overwrite=args.overwrite) as tmp:
-            tmp.write_text(md + "\n")
+    emit_markdown(md, args.out, args.overwrite)
     return 0
 
 

@@ -26,9 +26,9 @@ import torch
 from torch import Tensor
 
 from invdiff.bench.exact_posterior import Problem, make_problem, score
+from invdiff.bench.report import emit_markdown
 from invdiff.metrics import central_intervals
 from invdiff.priors.analytic import GaussianMixturePosterior
-from invdiff.utils import atomic_path
 
 LEVELS = (0.5, 0.9, 0.95)
 
@@ -120,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, pb = run(args.quick, args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
     md = table(rows) + "\n\nExact posterior component weights: " + " / ".join(
         f"{w:.2f}" for w in pb.posterior.weights[0].tolist())
-    print(md)
-    if args.out:
-        with atomic_path(args.out, overwrite=args.overwrite) as tmp:
-            tmp.write_text(md + "\n")
+    emit_markdown(md, args.out, args.overwrite)
     return 0
 
 

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from invdiff.bench.report import emit_markdown
 from invdiff.metrics import sliced_wasserstein
 from invdiff.operators import Inpainting
 from invdiff.priors.analytic import GaussianMixturePosterior, GaussianMixturePrior
-from invdiff.utils import atomic_path
 
 
 @dataclass
@@ -187,10 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = run(args.quick, args.seed, args.problem_seed, log=lambda m: print(m, file=sys.stderr, flush=True))
     md = table(rows, make_problem(seed=args.problem_seed).posterior.weights[0].tolist())
-    print(md)
-    if args.out:
-        with atomic_path(args.out, overwrite=args.overwrite) as tmp:
-            tmp.write_text(md + "\n")
+    emit_markdown(md, args.out, args.overwrite)
     return 0
 
 

@@ -227,6 +227,15 @@ def write_markdown(path: Path, rows, skipped, info: dict, settings: dict, exact:
         Path(tmp).write_text("\n".join(parts))
 
 
+def emit_markdown(md: str, out: str | None, overwrite: bool = False) -> None:
+    """Print a benchmark's Markdown table and, with ``out``, also write it there atomically (never over an
+    existing file unless ``overwrite``)."""
+    print(md)
+    if out:
+        with atomic_path(out, overwrite=overwrite) as tmp:
+            tmp.write_text(md + "\n")
+
+
 def write_csv(path: Path, rows: list[dict], fields) -> None:
     """Rows as CSV with columns ``fields`` (missing values empty)."""
     with atomic_path(path, overwrite=True) as tmp:
