@@ -212,9 +212,6 @@ def test_shipped_3d_prior_is_listed_and_loads_offline():
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
-@pytest.mark.xfail(strict=True, reason="not met by 0.005 dB: the shipped 3D prior (2D prior + 3D correction, 1550 CPU "
-                   "training steps) gains 1.06 / 1.07 / 1.57 dB at sigma 0.1 and 1.15 / 0.995 / 1.41 dB at sigma 0.2 "
-                   "(docs/prior3d.md)")
 def test_shipped_3d_prior_denoises_held_out_volumes_1db_better_than_the_2d_prior_slice_by_slice():
     """Held-out 32x64x64 ellipsoid volumes (seeds 1-3; training volumes have seeds >= 1e6), Gaussian noise
     at sigma 0.1 and 0.2. The shipped 3D prior (the 2D prior slice by slice plus a 3D correction network
