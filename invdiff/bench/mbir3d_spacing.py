@@ -57,7 +57,7 @@ THICK = 4
 PRIOR3D = "phantom-ct-3d"
 TUNE_GRID = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 NAMES = {"slicewise": "slice-wise 2D (tv_weight 0)", "mbir": "DiffusionMBIR (defaults, spacing)",
-         "mbir_iso": "DiffusionMBIR, spacing ignored", "native3d": "native 3D prior (DDS, tiled 32^3)"}
+         "mbir_iso": "DiffusionMBIR, spacing ignored", "native3d": "native 3D prior (DDS)"}
 
 
 def thick_slab(seed: int, depth: int, factor: int = THICK, size: int = 64) -> Tensor:
