@@ -49,8 +49,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(DEVICE is None, reason="needs 
 
 N, D = 32, 4
 DETERMINISTIC = {"fbp", "zerofilled", "cg"}
-# DPS and RED-Diff with the values tuned at the budget nearest to theirs (100 calls; their presets hold 1000-call values)
-STEPS = {"dps": dict(steps=100, **hparams_at("dps", "default", 100)),  # 20 steps do not beat x = 0 on MRI volumes
+# DPS and RED-Diff: the values tuned at the budget nearest to theirs (100 calls; their presets hold 1000-call values)
+STEPS = {"dps": dict(steps=100, **hparams_at("dps", "default", 100)),  # 20 steps do not beat 0 on MRI volumes
          "reddiff": dict(steps=20, **hparams_at("reddiff", "default", 20)), "smc": dict(particles=4, steps=10),
          "afdps": dict(particles=4, steps=10), "mbir": dict(steps=10), "dds": dict(steps=10), "daps": dict(steps=10), "diffpir": dict(steps=10),
          "tv": dict(iters=50),

@@ -101,7 +101,8 @@ def _from_presets(solver: str, **extra) -> dict[str, dict]:
 
 
 # invdiff's solvers: their presets (invdiff.solvers.presets: a "default" tuned on the ct16 tuning images, seed
-# 777002, at 100 network calls, and per-task-group entries tuned on that group's task; DiffusionMBIR on its 3D
+# 777002, at 100 network calls (DPS and RED-Diff at 1000, their `steps`), and per-task-group entries tuned on that
+# group's task; DiffusionMBIR on its 3D
 # tuning volume), without the budget `steps`, which the benchmark sets from its NFE. The presets module holds the
 # provenance; the grids and scores are in benchmarks/TUNING.md. deepinv's methods stay here: they are
 # settings of this benchmark only (no invdiff class reads them); deepinv's were tuned per task group on the same
