@@ -11,7 +11,7 @@ import torch
 from invdiff.bench import run
 from invdiff.bench.cli import main as bench_main
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
-from invdiff.bench.methods import HPARAMS_AT_NFE, hparams, hparams_at
+from invdiff.bench.methods import HPARAMS_AT_NFE, base_nfe, hparams, hparams_at, tuned_budget
 from invdiff.bench.report import long_section
 
 
@@ -101,8 +101,33 @@ def test_hparams_at_lays_the_budget_entries_over_the_tuned_ones(monkeypatch):
     monkeypatch.setitem(HPARAMS_AT_NFE, 7, {"dps": {"default": {"step_size": 0.5}, "inpaint": {"step_size": 0.7}}})
     assert hparams_at("dps", "ct", 7) == {**hparams("dps", "ct"), "step_size": 0.5}
     assert hparams_at("dps", "inpaint", 7) == {**hparams("dps", "inpaint"), "step_size": 0.7}
-    assert hparams_at("dps", "ct", 100) == hparams("dps", "ct")  # no entry for that budget: the tuned table
-    assert hparams_at("reddiff", "ct", 7) == hparams("reddiff", "ct")
+    assert hparams_at("dps", "ct", 1000) == hparams("dps", "ct")  # the preset's own budget: the tuned table
+    assert hparams_at("dds", "ct", 7) == hparams("dds", "ct")  # no entry for DDS at any other budget
+    assert hparams_at("dinv-dps", "ct", 7) == hparams("dinv-dps", "ct")  # 7 is nearer its own 100 than 1000
+
+
+# The values tuned at each budget as benchmarks/TUNING.md records them, written out by hand.
+AT_100 = {"dps": {"step_size": 0.1}, "reddiff": {"lr": 0.1, "lam": 0.25}, "dinv-dps": {"weight": 10.0}}
+AT_1000 = {"dps": {"step_size": 0.03}, "reddiff": {"lr": 0.1, "lam": 16.0}, "dinv-dps": {"weight": 30.0}}
+
+
+@pytest.mark.parametrize("key", sorted(AT_100))
+def test_each_budget_runs_the_values_tuned_at_it(key):
+    """DPS and RED-Diff's presets hold their 1000-call values; the benchmark's 100-call rows (and the quick run's 20,
+    and the tests' few calls: the nearest tuned budget is 100) keep the values tuned at 100 calls, for every group."""
+    for group in ("default", "ct", "mri", "inpaint"):
+        for nfe in (1, 20, 100, 300):
+            assert hparams_at(key, group, nfe) == AT_100[key], (group, nfe)
+        for nfe in (400, 1000, 5000):
+            assert hparams_at(key, group, nfe) == AT_1000[key], (group, nfe)
+    assert [tuned_budget(key, n) for n in (20, 100, 316, 317, 1000)] == [100, 100, 100, 1000, 1000]
+    assert base_nfe(key) == (1000 if key in ("dps", "reddiff") else 100)
+
+
+def test_tuned_budget_checks_its_argument():
+    for bad in (0, -3, 2.5, True, "100"):
+        with pytest.raises(ValueError, match=r"nfe: expected a positive integer number of network calls, got"):
+            tuned_budget("dps", bad)
 
 
 def test_long_section_without_rows_says_so():
@@ -147,13 +172,15 @@ def test_long_section_defaults(tmp_path):
 
 
 def test_run_uses_the_hyperparameters_of_its_budget(monkeypatch):
-    """A run at a budget with an HPARAMS_AT_NFE entry uses it (the row's params say so); another budget does not."""
+    """A run at a budget with an HPARAMS_AT_NFE entry uses it (the row's params say so); a budget nearer to 100 than to
+    the preset's 1000 runs the 100-call values, as the benchmark's main rows always have."""
     monkeypatch.setitem(HPARAMS_AT_NFE, 3, {"dps": {"default": {"step_size": 0.0123}}})
     prior = load_prior(DEFAULT_PRIOR)
     at3, _, _ = run.run_benchmark(["inpaint70"], ["dps"], n_images=1, nfe=3, prior=prior, log=lambda m: None)
+    monkeypatch.delitem(HPARAMS_AT_NFE, 3)
     at2, _, _ = run.run_benchmark(["inpaint70"], ["dps"], n_images=1, nfe=2, prior=prior, log=lambda m: None)
     assert at3[0]["params"] == "step_size=0.0123"
-    assert at2[0]["params"] == f"step_size={hparams('dps', 'inpaint')['step_size']}"
+    assert at2[0]["params"] == "step_size=0.1" != f"step_size={hparams('dps', 'inpaint')['step_size']}"
 
 
 @pytest.mark.slow  # a local Ray cluster: minutes on the shared 2-core machine

@@ -18,6 +18,10 @@ from invdiff.solvers import DPS, REDDiff
 from invdiff.solvers.schedules import vp_alphas_cumprod, vp_chain_sigmas
 from invdiff.utils import as_sigma
 
+# RED-Diff at 100 steps with the values tuned at 100 steps, the class defaults these tests were measured with (the
+# preset now holds the values tuned at its 1000 steps, lam 16, which weighs the prior far more)
+RED_100 = dict(lr=0.1, lam=0.25)
+
 
 class DenseGaussian(torch.nn.Module):
     """Exact denoiser of ``N(m0, S)`` with a dense covariance: ``D(x, s) = m0 + S (S + s^2 I)^-1 (x - m0)``."""
@@ -129,7 +133,7 @@ def test_dps_lands_near_gaussian_posterior_mean(problem):
 
 def test_reddiff_lands_near_gaussian_posterior_mean(problem):
     p = problem
-    r = REDDiff(p["prior"], steps=100).reconstruct(p["y"], p["op"], n_samples=8, progress=False)
+    r = REDDiff(p["prior"], steps=100, **RED_100).reconstruct(p["y"], p["op"], n_samples=8, progress=False)
     err = rms(r.mean - p["post_mean"])
     baseline = rms(p["op"].A_dagger(p["y"]) - p["post_mean"])
     # RED-Diff is a mode-seeking optimiser; on a full-rank Gaussian its late (small-sigma) gradients are
@@ -155,7 +159,7 @@ def test_reddiff_fits_the_data_to_the_noise_level(problem):
     n_obs = int((op.A(torch.ones_like(p["x"])) != 0).sum())
     noise_level = n_obs * 0.05**2 / (2 * m)  # E |A x - y|^2 / (2 m) at the truth (noise 0.05, make_problem)
     prior_mean = float((y - op.A(p["mean"][None])).square().sum()) / (2 * m)
-    r = REDDiff(p["prior"], steps=100).reconstruct(y, op, n_samples=n_samples, progress=False)
+    r = REDDiff(p["prior"], steps=100, **RED_100).reconstruct(y, op, n_samples=n_samples, progress=False)
     loss_obs = r.info["loss_obs"] / n_samples  # summed over the batch of n_samples copies
     final = float(loss_obs[-10:].mean())
     assert final < 5 * noise_level, (final, noise_level)
@@ -165,7 +169,7 @@ def test_reddiff_fits_the_data_to_the_noise_level(problem):
 
 @pytest.mark.parametrize("cls,kw,n,tol_post,tol_base", [
     (DPS, dict(steps=100, step_size=0.5), 64, 0.25, 0.15),  # measured 0.028 (post std 0.27, A_dagger 0.40)
-    (REDDiff, dict(steps=100), 8, 0.5, 0.3),  # measured 0.086
+    (REDDiff, dict(steps=100, **RED_100), 8, 0.5, 0.3),  # measured 0.086
 ])
 def test_against_invdiff_gaussian_prior_posterior(cls, kw, n, tol_post, tol_base):
     """invdiff's own GaussianPrior and Inpainting operator, scored by GaussianPrior.posterior (exact)."""
@@ -185,7 +189,7 @@ def test_against_invdiff_gaussian_prior_posterior(cls, kw, n, tol_post, tol_base
     assert err < tol_base * rms(op.A_dagger(y) - post_mean), (err, rms(op.A_dagger(y) - post_mean))
 
 
-@pytest.mark.parametrize("cls,kw", [(DPS, dict(steps=100, step_size=0.3)), (REDDiff, dict(steps=100))])
+@pytest.mark.parametrize("cls,kw", [(DPS, dict(steps=100, step_size=0.3)), (REDDiff, dict(steps=100, **RED_100))])
 def test_volume_input(cls, kw):
     """The same solvers on (B, C, D, H, W) volumes: 2 x 4 x 4 voxels with a correlated 3D Gaussian prior."""
     p = make_problem(img_size=(1, 2, 4, 4))

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # class defaults must equal these, not merely whatever the presets module holds.
 RECORDED = {
     "dds": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2},
-    "dps": {"step_size": 0.1},
-    "reddiff": {"lr": 0.1, "lam": 0.25},
+    "dps": {"steps": 1000, "step_size": 0.03},  # tuned at 1000 steps (0.1 at 100: HPARAMS_AT_NFE[100])
+    "reddiff": {"steps": 1000, "lr": 0.1, "lam": 16.0},  # tuned at 1000 steps (lam 0.25 at 100)
     "mbir": {"mode": "dds", "tv_weight": 0.8, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85},
     "tv": {"weight": 0.0005},
     "smc": {"particles": 16, "steps": 100, "proposal": "gaussian", "ess_threshold": 0.5, "prior_std": "auto",
@@ -85,16 +85,51 @@ def test_class_defaults_are_the_recorded_tuned_values(key):
     assert preset(key).knobs() == {k: v for k, v in RECORDED[key].items() if k != "steps"}
 
 
+def _knobs(key):
+    return {k: v for k, v in RECORDED[key].items() if k != "steps"}
+
+
 @pytest.mark.parametrize("make", [
-    lambda p: (solvers.DPS(p, steps=5), solvers.DPS(p, steps=5, step_size=0.1)),
-    lambda p: (solvers.REDDiff(p, steps=5), solvers.REDDiff(p, steps=5, lr=0.1, lam=0.25)),
-    lambda p: (solvers.TV(iters=20), solvers.TV(weight=0.0005, iters=20)),
+    lambda p: (solvers.DPS(p, steps=5), solvers.DPS(p, steps=5, **_knobs("dps")),
+               solvers.DPS(p, steps=5, step_size=0.1)),
+    lambda p: (solvers.REDDiff(p, steps=5), solvers.REDDiff(p, steps=5, **_knobs("reddiff")),
+               solvers.REDDiff(p, steps=5, lr=0.1, lam=0.25)),
+    lambda p: (solvers.TV(iters=20), solvers.TV(weight=0.0005, iters=20), solvers.TV(weight=0.01, iters=20)),
 ], ids=["dps", "reddiff", "tv"])
 def test_default_run_equals_the_tuned_run(make):
+    """The class with no arguments runs the recorded tuned values, bit for bit; another setting (DPS and RED-Diff: the
+    values tuned at 100 steps, their earlier defaults) gives another result, so the comparison can fail."""
     prior, op, y = gauss_problem()
-    a, b = make(prior)
+    a, b, other = make(prior)
     ra = a.reconstruct(y, op, seed=2, progress=False).mean
     assert torch.equal(ra, b.reconstruct(y, op, seed=2, progress=False).mean)
+    assert not torch.allclose(ra, other.reconstruct(y, op, seed=2, progress=False).mean)
+
+
+@pytest.mark.parametrize("key", ["dps", "reddiff"])
+def test_benchmark_at_the_preset_budget_runs_the_class_default(ct16, key):
+    """The benchmark's DPS and RED-Diff at the presets' budget (1000 calls) run what the class runs with no arguments:
+    the adapter with hparams_at(key, "ct", 1000) equals cls(prior) bit for bit (the budget cut to 4 steps to stay
+    fast); at 100 calls the adapter gets the values tuned at 100 calls, a different setting."""
+    from invdiff.bench.methods import METHODS, hparams_at
+
+    prior, op, x, y = ct16
+    cls = solvers.get_solver(key)
+    assert hparams_at(key, "ct", 1000) == _knobs(key) == {k: v for k, v in cls(prior).settings().items()
+                                                          if k in _knobs(key)}
+    assert cls(prior).settings()["steps"] == 1000
+    a = cls(prior, steps=4).reconstruct(y, op, seed=0, progress=False).mean
+    b = METHODS[key].run(prior, op, y, 4, 0, hparams_at(key, "ct", 1000)).x
+    c = METHODS[key].run(prior, op, y, 4, 0, hparams_at(key, "ct", 100)).x
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_exact_coverage_keeps_the_100_call_dps_step():
+    """exact_coverage's DPS rows run step_size 0.1 at 1000 steps, as its table was measured (not the new preset)."""
+    from invdiff.bench.exact_coverage import _rows
+
+    labels = [row[0] for row in _rows(True)]
+    assert "DPS, 32 independent runs ({'step_size': 0.1})" in labels
 
 
 def test_explicit_arguments_win():

@@ -28,12 +28,15 @@ FBP / zero-filled, TV     no network (the operator's ``A_dagger``; TV by PDHG, 3
 Hyperparameters come from :data:`HPARAMS` (per method and task group): for invdiff's solvers their presets
 (:mod:`invdiff.solvers.presets`), tuned on the tuning images (:func:`invdiff.bench.tasks.tuning_images`,
 seed 777002) by :mod:`invdiff.bench.tune`, never on the test images; deepinv's methods were given the
-same tuning of their main knob. At a budget with an entry in :data:`HPARAMS_AT_NFE` (1000 calls: DPS, RED-Diff and
-deepinv DPS, re-tuned at that budget) :func:`hparams_at` lays that entry over them.
+same tuning of their main knob. Each method's :data:`HPARAMS` hold at its own budget (:func:`base_nfe`: the preset's
+``steps``, so 1000 calls for DPS and RED-Diff and 100 for the others); :data:`HPARAMS_AT_NFE` holds the values tuned
+at other budgets (100 calls: DPS, RED-Diff; 1000 calls: deepinv DPS), and :func:`hparams_at` lays the entry of the
+nearest tuned budget (:func:`tuned_budget`) over them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -98,7 +101,8 @@ def _from_presets(solver: str, **extra) -> dict[str, dict]:
 
 
 # invdiff's solvers: their presets (invdiff.solvers.presets: a "default" tuned on the ct16 tuning images, seed
-# 777002, at 100 network calls, and per-task-group entries tuned on that group's task; DiffusionMBIR on its 3D
+# 777002, at 100 network calls (DPS and RED-Diff at 1000, their `steps`), and per-task-group entries tuned on that
+# group's task; DiffusionMBIR on its 3D
 # tuning volume), without the budget `steps`, which the benchmark sets from its NFE. The presets module holds the
 # provenance; the grids and scores are in benchmarks/TUNING.md. deepinv's methods stay here: they are
 # settings of this benchmark only (no invdiff class reads them); deepinv's were tuned per task group on the same
@@ -123,27 +127,60 @@ HPARAMS: dict[str, dict[str, dict]] = {
 }
 
 
-# Hyperparameters at a budget other than the 100 network calls the table above was tuned at: {nfe: {method:
-# {group: changes}}}, laid over hparams(key, group) by hparams_at. DPS's zeta and deepinv DPS's weight act once per
-# step and RED-Diff's lr once per Adam step, so a value tuned at 100 steps need not be right at 1000; these were
-# tuned at 1000 calls on the ct16 tuning images (seed 777002, noise seed 1), benchmarks/TUNING.md
-# ("1000 network calls").
+# Hyperparameters at other budgets: {nfe: {method: {group: changes}}}, laid over hparams(key, group) by hparams_at.
+# DPS's zeta and deepinv DPS's weight act once per step and RED-Diff's lr once per Adam step, so a value tuned at one
+# budget need not be right at another. A method's own budget is BASE_NFE (the preset's `steps` for invdiff's solvers,
+# 100 for deepinv's): there hparams(key, group) holds. Each entry below was tuned at its budget on the ct16 tuning
+# images (seed 777002, noise seed 1), benchmarks/TUNING.md ("1000 network calls", "DPS and RED-Diff presets at 1000
+# steps"). A budget without an entry uses the nearest tuned budget (tuned_budget).
 HPARAMS_AT_NFE: dict[int, dict[str, dict[str, dict]]] = {
+    100: {
+        # DPS and RED-Diff's presets hold their 1000-call values (1000 is their papers' budget and their `steps`);
+        # these are the values tuned at 100 calls, which the benchmark's 100-call rows have always run.
+        # step_size 0.01/0.03/0.05/0.1/0.2/0.3 at 100 steps: 0.1 best (22.64 dB on 2 tuning images)
+        "dps": {"default": {"step_size": 0.1}},
+        # lr 0.02/0.05/0.1/0.3 at lam 0.25; lam 0.05/0.25/1.0 at lr 0.1: lr 0.1, lam 0.25
+        "reddiff": {"default": {"lr": 0.1, "lam": 0.25}},
+    },
     1000: {
-        # step_size 0.01/0.03/0.1/0.3: 24.70/37.34/32.43/19.14 dB (0.1 is the 100-call value)
-        "dps": {"default": {"step_size": 0.03}},
-        # lr 0.05/0.1/0.25: 20.80/20.80/20.67 at lam 0.25; lam 0.05/0.25/1/4/16: 17.59/20.80/24.48/28.49/29.95 at
-        # lr 0.1 (16 is the grid's edge); the paper's 1/sigma_y^2 data weight at lam 0.25: 16.13
-        "reddiff": {"default": {"lam": 16.0}},
         # weight 1/3/10/30/100: 17.41/20.51/26.07/34.21/31.89 (10 is the 100-call value)
         "dinv-dps": {"default": {"weight": 30.0}},
     },
 }
 
+DEEPINV_NFE = 100
+"""The budget deepinv's methods were tuned at (their :data:`HPARAMS`)."""
+
+
+def base_nfe(key: str) -> int:
+    """The budget at which :func:`hparams` of method ``key`` was tuned: its preset's ``steps`` (invdiff's solvers),
+    else :data:`DEEPINV_NFE`."""
+    entries = PRESETS.get("mbir" if key == "slicewise" else key)
+    steps = entries["default"].params.get("steps") if entries else None
+    return int(steps) if steps is not None else DEEPINV_NFE
+
+
+def tuned_budget(key: str, nfe: int) -> int:
+    """The tuned budget whose hyperparameters method ``key`` runs with at ``nfe`` network calls: the nearest (by ratio,
+    the smaller on a tie) of :func:`base_nfe` and the budgets of :data:`HPARAMS_AT_NFE` with an entry for ``key``.
+
+    >>> tuned_budget("dps", 1000), tuned_budget("dps", 100), tuned_budget("dps", 20)  # preset: 1000 steps
+    (1000, 100, 100)
+    >>> tuned_budget("dds", 1000)  # no entry: the preset's budget
+    100
+    """
+    if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
+        raise ValueError(f"nfe: expected a positive integer number of network calls, got {nfe!r}")
+    budgets = {base_nfe(key)} | {b for b, table in HPARAMS_AT_NFE.items() if key in table}
+    return min(sorted(budgets), key=lambda b: abs(math.log(int(nfe) / b)))
+
 
 def hparams_at(key: str, group: str, nfe: int) -> dict:
-    """:func:`hparams` with the changes of :data:`HPARAMS_AT_NFE` for budget ``nfe`` (group entry over default)."""
-    table = HPARAMS_AT_NFE.get(int(nfe), {}).get(key, {})
+    """The hyperparameters of method ``key`` for task group ``group`` at a budget of ``nfe`` network calls:
+    :func:`hparams` with the entry of :data:`HPARAMS_AT_NFE` for :func:`tuned_budget` laid over it (group entry
+    over default); at the method's own budget (:func:`base_nfe`) :func:`hparams` itself."""
+    budget = tuned_budget(key, nfe)
+    table = HPARAMS_AT_NFE.get(budget, {}).get(key, {})
     return {**hparams(key, group), **table.get("default", {}), **table.get(group, {})}
 
 

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from invdiff import metrics, priors, solvers
-from invdiff.bench.methods import CountingDenoiser, hparams
+from invdiff.bench.methods import CountingDenoiser, hparams, hparams_at
 from invdiff.bench.tasks import TASKS, measure, test_images
 from invdiff.priors.adapters.adm import ADMConfig, ADMUNet
 
@@ -109,7 +109,7 @@ prior = CountingDenoiser(priors.load("phantom-ct-64"))
 
 def run_invdiff(cls, key, group):
     def run(op, y):
-        return cls(prior, steps=NFE, **hparams(key, group)).reconstruct(y, op, seed=0, progress=False).mean
+        return cls(prior, steps=NFE, **hparams_at(key, group, NFE)).reconstruct(y, op, seed=0, progress=False).mean
     return run
 
 
