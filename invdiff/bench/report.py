@@ -185,7 +185,8 @@ def long_section(long_rows: list[dict], rows: list[dict], per_image: list[dict],
               f"{nfe_main} of the best invdiff method, the best deepinv method (best by their PSNR in the tables above) "
               f"and of this section's methods, with PSNR and SSIM re-computed on the same {n} image(s) from "
               f"per_image.csv; their seconds per image are those of the whole batch. Hyperparameters at {nfe} calls: "
-              f"`invdiff.bench.methods.HPARAMS_AT_NFE` (benchmarks/TUNING.md).", "",
+              f"`invdiff.bench.methods.hparams_at` (the presets of invdiff's DPS and RED-Diff, tuned at 1000 calls; "
+              f"`HPARAMS_AT_NFE` for deepinv's DPS; benchmarks/TUNING.md).", "",
               long_summary_table(long_rows, rows, per_image), "", long_table(long_rows, rows, per_image), ""]
     return parts
 

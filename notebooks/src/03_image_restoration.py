@@ -73,20 +73,23 @@ show([x[0, 0], ys["inpaint"][0, 0], ys["deblur"][0, 0], F.interpolate(ys["sr"], 
 #
 # `solvers.DPS(prior, steps, step_size)` and `solvers.DDS(prior, steps, ...)`, with their presets
 # (`invdiff.solvers.presets`): tuned on 16-view CT of separate tuning phantoms, not per task, and used
-# here as they are. Both return a `Reconstruction` with `mean`, `samples`, `std`, `nfe` (network
+# here as they are, with one exception: DPS's preset is tuned for its 1000 steps (`step_size` 0.03), and
+# a step size acts once per step, so at this notebook's 100 (or 20) steps it takes the value tuned at 100
+# network calls, `step_size=0.1` (`invdiff.bench.methods.HPARAMS_AT_NFE`). Both return a `Reconstruction` with `mean`, `samples`, `std`, `nfe` (network
 # calls) and `seconds`; `settings()` shows the hyperparameters a solver runs with.
 
 # %%
 prior = priors.load("phantom-ct-64")
 recs = {}
 for task, op in ops.items():
-    for name, cls in [("DPS", solvers.DPS), ("DDS", solvers.DDS)]:
-        solver = cls(prior, steps=STEPS)
+    for name, make in [("DPS", lambda: solvers.DPS(prior, steps=STEPS, step_size=0.1)),
+                       ("DDS", lambda: solvers.DDS(prior, steps=STEPS))]:
+        solver = make()
         r = solver.reconstruct(ys[task], op, seed=0, progress=False)
         recs[task, name] = r
         print(f"{task:8s} {name}: {r.nfe} network calls, {r.seconds:.1f} s")
-for name, cls in [("DPS", solvers.DPS), ("DDS", solvers.DDS)]:
-    print(name, cls(prior, steps=STEPS).settings())
+print("DPS", solvers.DPS(prior, steps=STEPS, step_size=0.1).settings())
+print("DDS", solvers.DDS(prior, steps=STEPS).settings())
 
 # %%
 print(f"{'task':8s} {'pseudo-inverse':>15s} {'DPS':>13s} {'DDS':>13s}   (PSNR dB / SSIM)")
@@ -112,7 +115,7 @@ show(ims, titles, rows=3)
 # sampler whose ensemble is weighted towards the true posterior.)
 
 # %%
-r = solvers.DPS(prior, steps=STEPS).reconstruct(
+r = solvers.DPS(prior, steps=STEPS, step_size=0.1).reconstruct(
     ys["inpaint"], ops["inpaint"], n_samples=N_SAMPLES, seed=1, progress=False)
 print("samples", tuple(r.samples.shape), f"{r.nfe} network calls (batched), {r.seconds:.1f} s")
 show([s[0, 0].clamp(0, 1) for s in r.samples] + [r.std[0, 0]],
