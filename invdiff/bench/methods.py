@@ -23,6 +23,10 @@ deepinv DiffPIR           ``max_iter = nfe`` (one call per iteration)
 deepinv DDRM              ``sigmas = linspace(1, 0, nfe)`` (one call per level); only on a
                           ``DecomposablePhysics`` (inpainting, deblurring, super-resolution)
 FBP / zero-filled, TV     no network (the operator's ``A_dagger``; TV by PDHG, 300 iterations)
+``KEY-mean8``             the method ``KEY`` (DDS, DiffPIR, deepinv DiffPIR, deepinv DDRM) on 8 copies of
+                          each measurement in one batch, scored on the mean of the 8 outputs: the
+                          base method's steps, ``8 * nfe`` network evaluations per image
+                          (:mod:`invdiff.bench.ensemble`)
 ========================  ==========================================================================
 
 Hyperparameters come from :data:`HPARAMS` (per method and task group): for invdiff's solvers their presets
@@ -43,6 +47,7 @@ import torch
 from torch import Tensor
 
 from invdiff.bench.counting import CountingDenoiser  # noqa: F401  (its old home: invdiff.bench.methods)
+from invdiff.bench.ensemble import DEFAULT_CHAINS, ensemble_method
 from invdiff.solvers import get_solver
 from invdiff.solvers.presets import PRESETS
 
@@ -64,7 +69,7 @@ class Method:
     ----------
     key : str
         Identifier used by ``--methods`` (``dps``, ``reddiff``, ``smc``, ``dds``, ``mbir``, ``slicewise``,
-        ``dinv-dps``, ``dinv-diffpir``, ``dinv-ddrm``, ``fbp``, ``tv``).
+        ``dinv-dps``, ``dinv-diffpir``, ``dinv-ddrm``, ``fbp``, ``tv``; mean of 8 chains: ``dds-mean8``, ...).
     name : str
         Display name.
     family : str
@@ -273,6 +278,23 @@ METHODS: dict[str, Method] = {m.key: m for m in [
     Method("dinv-diffpir", "deepinv DiffPIR", "deepinv", "max_iter = NFE", _dinv_diffpir_run),
     Method("dinv-ddrm", "deepinv DDRM", "deepinv", "len(sigmas) = NFE", _dinv_ddrm_run, applies=_decomposable),
 ]}
+
+# The single-chain methods: what `invdiff bench` runs by default (the mean-of-K rows below are asked for by key).
+DEFAULT_METHODS = tuple(METHODS)
+
+# Mean of K chains run as one batch (invdiff.bench.ensemble): K images per measurement through the network in each of
+# the NFE calls, scored on their mean; the same wrapper for invdiff's methods and deepinv's, so that both sides can be
+# compared at equal calls and equal network evaluations (K x NFE per image). Keys: "dds-mean8", "dinv-diffpir-mean8",
+# ... Their hyperparameters are the base method's, with the changes of ENSEMBLE_HPARAMS (tuned for the mean of K on
+# the tuning images, benchmarks/TUNING.md, "Mean of 8 chains").
+ENSEMBLE_BASES = ("dds", "diffpir", "dinv-diffpir", "dinv-ddrm")
+ENSEMBLE_HPARAMS: dict[str, dict[str, dict]] = {}
+for _base in ENSEMBLE_BASES:
+    _m = ensemble_method(METHODS[_base], DEFAULT_CHAINS)
+    METHODS[_m.key] = _m
+    _changes = ENSEMBLE_HPARAMS.get(_m.key, {})
+    HPARAMS[_m.key] = {g: {**HPARAMS[_base].get(g, {}), **_changes.get(g, {})}
+                       for g in dict.fromkeys([*HPARAMS[_base], *_changes])}
 
 QUICK_METHODS = ("fbp", "dds", "reddiff", "dps", "dinv-diffpir")
 
