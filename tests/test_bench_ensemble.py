@@ -103,3 +103,22 @@ def test_benchmark_row_of_a_mean_method():
     expected_cov = metrics.coverage(out.samples[:, 0], x[0], level=0.9)
     assert row["coverage90"] == pytest.approx(float(expected_cov), abs=1e-12)
     assert row["psnr"] == pytest.approx(float(metrics.psnr(out.samples.mean(0), x, data_range=1.0)), abs=1e-5)
+
+
+def test_summary_compares_within_equal_network_evaluations():
+    """The summary pairs the best invdiff and best deepinv rows of each evaluation count: a mean-of-8 (or SMC) row
+    with 800 evaluations per image does not beat a single chain's 100, and is set against deepinv's mean of 8."""
+    from invdiff.bench.report import summary_table
+
+    def row(key, family, psnr, evals):
+        return {"task": "t", "method": key, "key": key, "family": family, "psnr": psnr, "evals_per_image": evals}
+
+    rows = [row("dds", "invdiff", 30.0, 100), row("dinv-diffpir", "deepinv", 31.0, 100.0),
+            row("dds-mean8", "invdiff", 33.0, 800), row("dinv-diffpir-mean8", "deepinv", 32.5, 800.0),
+            row("smc", "invdiff", 34.0, 1600), row("fbp", "classical", 20.0, 0)]
+    lines = [line for line in summary_table(rows).splitlines() if line.startswith("| t |")]
+    assert lines == ["| t | 100 | dds 30.00 | dinv-diffpir 31.00 | -1.00 | fbp 20.00 |",
+                     "| t | 800 | dds-mean8 33.00 | dinv-diffpir-mean8 32.50 | +0.50 | fbp 20.00 |",
+                     "| t | 1600 | smc 34.00 | - | - | fbp 20.00 |"]
+    classical_only = summary_table([row("fbp", "classical", 20.0, 0)]).splitlines()[-1]
+    assert classical_only == "| t | - | - | - | - | fbp 20.00 |"
