@@ -76,6 +76,6 @@ def ensemble_method(base, k: int = DEFAULT_CHAINS):
     ('dds-mean8', 'invdiff')
     """
     return dataclasses.replace(
-        base, key=ensemble_key(base.key, k), name=f"{base.name}, mean of {k}",
+        base, key=ensemble_key(base.key, k), name=f"{base.name} (mean of {k})",
         nfe_rule=f"{base.nfe_rule}; {k} chains per call (net evals = {k} x NFE), scored: their mean",
         runner=mean_of_chains(base.runner, k))
