@@ -294,12 +294,20 @@ ENSEMBLE_HPARAMS: dict[str, dict[str, dict]] = {
     # early stop that pulled one chain towards the mean cost once 8 chains are averaged)
     "dds-mean8": {"deblur": {"tail_average": 0.2}, "inpaint": {"tail_average": 0.2, "sigma_min": None}},
 }
-for _base in ENSEMBLE_BASES:
-    _m = ensemble_method(METHODS[_base], DEFAULT_CHAINS)
-    METHODS[_m.key] = _m
-    _changes = ENSEMBLE_HPARAMS.get(_m.key, {})
-    HPARAMS[_m.key] = {g: {**HPARAMS[_base].get(g, {}), **_changes.get(g, {})}
-                       for g in dict.fromkeys([*HPARAMS[_base], *_changes])}
+
+
+def _add_ensembles(bases: tuple[str, ...], k: int) -> None:
+    """Register the mean-of-``k`` method of each of ``bases`` in :data:`METHODS` and its hyperparameters in
+    :data:`HPARAMS` (the base's, per group, with the changes of :data:`ENSEMBLE_HPARAMS`)."""
+    for base in bases:
+        m = ensemble_method(METHODS[base], k)
+        METHODS[m.key] = m
+        changes = ENSEMBLE_HPARAMS.get(m.key, {})
+        HPARAMS[m.key] = {g: {**HPARAMS[base].get(g, {}), **changes.get(g, {})}
+                          for g in dict.fromkeys([*HPARAMS[base], *changes])}
+
+
+_add_ensembles(ENSEMBLE_BASES, DEFAULT_CHAINS)
 
 QUICK_METHODS = ("fbp", "dds", "reddiff", "dps", "dinv-diffpir")
 
