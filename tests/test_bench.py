@@ -51,17 +51,22 @@ def test_counting_denoiser_records_shapes_and_backward_passes():
     assert c.records == [] and c.calls == 0
 
 
-@pytest.mark.parametrize("key", ["dps", "reddiff", "daps", "diffpir", "dinv-dps", "dinv-diffpir", "dinv-ddrm"])
+@pytest.mark.parametrize("key", ["dps", "reddiff", "daps", "diffpir", "dinv-dps", "dinv-diffpir", "dinv-ddrm",
+                                 "dds-mean8", "diffpir-mean8", "dinv-diffpir-mean8", "dinv-ddrm-mean8"])
 def test_methods_use_exactly_the_budget(key):
-    """Each diffusion adapter makes exactly ``nfe`` network calls (counted in the wrapper, deepinv included)."""
+    """Each diffusion adapter makes exactly ``nfe`` network calls (counted in the wrapper, deepinv included); a
+    mean-of-8 method pushes its 8 chains per image through each of those calls (8 evaluations per image per call)."""
     op = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=0.5, noise_model=dinv.physics.GaussianNoise(0.05))
     x = torch.rand(2, 1, 8, 8)
     y = measure(op, x, seed=0)
     prior = CountingDenoiser(ShrinkDenoiser())
     out = get_method(key).run(prior, op, y, 7, 0, hparams(key, "inpaint"))
+    chains = 8 if key.endswith("-mean8") else 1
     assert prior.calls == 7
-    assert prior.evaluations == 14  # batch of 2, one evaluation per image per call
+    assert prior.evaluations == 14 * chains  # batch of 2, one evaluation per image and chain per call
     assert out.x.shape == x.shape and torch.isfinite(out.x).all()
+    if chains > 1:
+        assert out.samples.shape == (chains, *x.shape)
 
 
 def test_measure_is_seeded_and_masked():

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior, machine_info, prior_meta
-from invdiff.bench.methods import METHODS, QUICK_METHODS
+from invdiff.bench.methods import DEFAULT_METHODS, METHODS, QUICK_METHODS
 from invdiff.bench.report import CSV_FIELDS, PER_IMAGE_FIELDS, write_csv, write_markdown, write_plot
 from invdiff.bench.run import (LONG_IMAGES, LONG_METHODS, LONG_NFE, LONG_TASKS, Section, exact_posterior_rows,
                                run_sections)
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS), metavar="TASK",
                    help=f"tasks (default: all): {', '.join(TASKS)}")
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD",
-                   help=f"methods (default: all): {', '.join(METHODS)}")
+                   help=f"methods (default: all single-chain ones): {', '.join(METHODS)}")
     p.add_argument("--nfe", type=int, default=None, help="network calls per image (default 100; 20 with --quick)")
     p.add_argument("--images", type=int, default=None, help="test images per 2D task (default 4; 2 with --quick); "
                    "3D tasks use one volume per 4 images")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the benchmark, write its four outputs; returns the exit status."""
     args = build_parser().parse_args(argv)
     tasks = args.tasks or (list(QUICK_TASKS) if args.quick else list(TASKS))
-    method_keys = args.methods or (list(QUICK_METHODS) if args.quick else list(METHODS))
+    method_keys = args.methods or (list(QUICK_METHODS) if args.quick else list(DEFAULT_METHODS))
     nfe = args.nfe or (20 if args.quick else 100)
     n_images = args.images or (2 if args.quick else 4)
     if nfe < 1 or n_images < 1:
