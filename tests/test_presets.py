@@ -196,6 +196,31 @@ def test_task_presets_are_the_recorded_tuned_values(task):
     assert solvers.DDS(prior, task=task, eta=0.3).settings()["eta"] == 0.3
 
 
+@pytest.mark.parametrize("key", ["dps", "reddiff"])
+def test_dps_and_reddiff_take_a_task_as_dds_does(key):
+    """DPS(prior, task=...) and REDDiff(prior, task=...) fill the arguments left at None from preset(key, task), show
+    the task in settings(), let explicit arguments win, fall back to the default on a group without an entry of its
+    own, and reject a bad task with DDS's messages (they go through the same preset lookup)."""
+    prior, _, _ = gauss_problem()
+    cls = solvers.get_solver(key)
+    knob = {"dps": "step_size", "reddiff": "lam"}[key]
+    for task in presets.TASKS:
+        s = cls(prior, task=task).settings()
+        assert s["task"] == task and cls(prior, task=task).task == task
+        assert {k: s[k] for k in preset(key, task).params} == dict(preset(key, task).params), task
+        if task not in PRESETS[key]:  # no entry of its own: the default's values
+            assert {k: v for k, v in s.items() if k != "task"} == {k: v for k, v in cls(prior).settings().items()
+                                                                   if k != "task"}
+        assert cls(prior, task=task, **{knob: 0.37}).settings()[knob] == 0.37  # explicit arguments win
+    assert cls(prior).settings()["task"] == "default"
+    with pytest.raises(TypeError, match=r"task: expected a string .* got int"):
+        cls(prior, task=16)
+    with pytest.raises(ValueError, match=r"task: unknown task group 'inpainting'.*'inpaint'"):
+        cls(prior, task="inpainting")
+    with pytest.raises(ValueError, match=r"task: unknown task group 'ct16'"):
+        cls(prior, task="ct16")
+
+
 def test_every_preset_states_its_provenance():
     for key, entries in PRESETS.items():
         assert "default" in entries
