@@ -42,6 +42,13 @@ RECORDED_TASKS = {
                "clip_x0": True},
 }
 
+# The per-task DPS and RED-Diff presets (1000 steps) of benchmarks/TUNING.md ("DPS and RED-Diff per task at 1000
+# calls"), written out by hand.
+RECORDED_TASKS_1000 = {
+    ("dps", "inpaint"): {"steps": 1000, "step_size": 0.1},
+    ("reddiff", "inpaint"): {"steps": 1000, "lr": 0.1, "lam": 0.25},
+}
+
 
 @pytest.fixture(scope="module")
 def ct16():
@@ -219,6 +226,28 @@ def test_dps_and_reddiff_take_a_task_as_dds_does(key):
         cls(prior, task="inpainting")
     with pytest.raises(ValueError, match=r"task: unknown task group 'ct16'"):
         cls(prior, task="ct16")
+
+
+@pytest.mark.parametrize("key, task", sorted(RECORDED_TASKS_1000))
+def test_dps_reddiff_task_presets_are_the_recorded_tuned_values(key, task):
+    """cls(prior, task=...) runs the per-task values tuned at 1000 calls (written out by hand above), bit for bit, the
+    benchmark's 1000-call run of the group runs the same, and the default's values give another result (5 steps)."""
+    from invdiff.bench.methods import METHODS, hparams_at
+
+    expected = RECORDED_TASKS_1000[(key, task)]
+    assert dict(preset(key, task).params) == expected
+    assert set(PRESETS[key]) == {"default"} | {t for k, t in RECORDED_TASKS_1000 if k == key}  # no unrecorded entry
+    prior, op, y = gauss_problem()
+    cls = solvers.get_solver(key)
+    a = cls(prior, steps=5, task=task)
+    assert a.task == task and a.settings()["task"] == task
+    knobs = {k: v for k, v in expected.items() if k != "steps"}
+    ra = a.reconstruct(y, op, seed=0, progress=False).mean
+    rb = cls(prior, steps=5, **knobs).reconstruct(y, op, seed=0, progress=False).mean
+    rc = METHODS[key].run(prior, op, y, 5, 0, hparams_at(key, task, 1000)).x
+    assert torch.equal(ra, rb) and torch.equal(ra, rc)
+    rd = cls(prior, steps=5).reconstruct(y, op, seed=0, progress=False).mean
+    assert knobs != _knobs(key) and not torch.allclose(ra, rd)
 
 
 def test_every_preset_states_its_provenance():
