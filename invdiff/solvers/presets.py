@@ -18,7 +18,8 @@ DiffusionMBIR on its own 3D tuning volume (seed 777102). Each solver has a ``"de
 (``ct16`` of :mod:`invdiff.bench.tasks`), and may have entries for other task groups
 (:data:`TASKS`) tuned on that group's task: DDS has ``"inpaint"`` and ``"deblur"`` (tuned on 2 tuning
 images of ``inpaint70`` / ``deblur``, checked on 4 more) and ``"ct-limited"`` (the default with ``clip_x0``: the
-first 2-image winner, ``eta`` 1 with ``lambda_`` 3, lost on further tuning images). :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
+first 2-image winner, ``eta`` 1 with ``lambda_`` 3, lost on further tuning images); DPS and RED-Diff have task
+entries tuned at their 1000 steps on 2 tuning images of the group's task. :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
 was tuned on and :attr:`Preset.grid` what was tried. The grids and every score are in
 ``benchmarks/TUNING.md``. A class takes the task as an argument::
 
@@ -62,6 +63,7 @@ TASK_TUNING = ("{task}; tuning images ellipses(2, 64, seed=777002), noise seed 1
                "calls per image")
 TASK_1000 = TASK_TUNING.replace("100 network calls per image", "1000 network calls per image (the preset's steps)")
 INPAINT70 = "inpaint70: 70 % of the pixels missing at random, noise std 0.01"
+DEBLUR = "deblur: Gaussian blur of std 2 px, noise std 0.01"
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,12 @@ PRESETS: dict[str, dict[str, Preset]] = {
         grid="step_size 0.03 (the default) / 0.1 / 0.3 / 0.2: 17.00 / 20.59 / 20.46 / 20.48 dB",
         measured="20.59 dB on 2 tuning images (the default 0.03: 17.00)",
         notes="The same value as tuned at 100 calls on ct16 (HPARAMS_AT_NFE[100])."),
+    "deblur": Preset(
+        "dps", "deblur", {"steps": 1000, "step_size": 1.0},
+        tuned_on=TASK_1000.format(task=DEBLUR),
+        grid="step_size 0.03 (the default) / 0.1 / 0.3 / 1.0: 16.44 / 18.72 / 20.50 / 23.46 dB",
+        measured="23.46 dB on 2 tuning images (the default 0.03: 16.44)",
+        notes="1.0 is the paper's zeta and the largest value tried, so the optimum may lie beyond it."),
     },
     "reddiff": {"default": Preset(
         "reddiff", "default", {"steps": 1000, "lr": 0.1, "lam": 16.0},
@@ -206,6 +214,12 @@ PRESETS: dict[str, dict[str, Preset]] = {
         grid="lam 16 (the default) / 1 / 0.25 / 0.0625 at lr 0.1: 15.57 / 21.46 / 22.33 / 21.74 dB",
         measured="22.33 dB on 2 tuning images (the default lam 16: 15.57)",
         notes="The paper's lam and the values tuned at 100 calls on ct16 (HPARAMS_AT_NFE[100])."),
+    "deblur": Preset(
+        "reddiff", "deblur", {"steps": 1000, "lr": 0.1, "lam": 0.0625},
+        tuned_on=TASK_1000.format(task=DEBLUR),
+        grid="lam 16 (the default) / 1 / 0.25 / 0.0625 at lr 0.1: 15.47 / 16.13 / 17.42 / 19.72 dB",
+        measured="19.72 dB on 2 tuning images (the default lam 16: 15.47)",
+        notes="0.0625 is the smallest value tried, so the optimum may lie below it."),
     },
     "mbir": {"default": Preset(
         "mbir", "default",
