@@ -18,8 +18,9 @@ DiffusionMBIR on its own 3D tuning volume (seed 777102). Each solver has a ``"de
 (``ct16`` of :mod:`invdiff.bench.tasks`), and may have entries for other task groups
 (:data:`TASKS`) tuned on that group's task: DDS has ``"inpaint"`` and ``"deblur"`` (tuned on 2 tuning
 images of ``inpaint70`` / ``deblur``, checked on 4 more) and ``"ct-limited"`` (the default with ``clip_x0``: the
-first 2-image winner, ``eta`` 1 with ``lambda_`` 3, lost on further tuning images); DPS and RED-Diff have task
-entries tuned at their 1000 steps on 2 tuning images of the group's task. :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
+first 2-image winner, ``eta`` 1 with ``lambda_`` 3, lost on further tuning images); DPS and RED-Diff have
+``"inpaint"`` and ``"deblur"`` (tuned at their 1000 steps on 2 tuning images of ``inpaint70`` / ``deblur``, checked
+on 2 more). :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
 was tuned on and :attr:`Preset.grid` what was tried. The grids and every score are in
 ``benchmarks/TUNING.md``. A class takes the task as an argument::
 
@@ -183,9 +184,11 @@ PRESETS: dict[str, dict[str, Preset]] = {
     # "DPS and RED-Diff per task at 1000 calls".
     "inpaint": Preset(
         "dps", "inpaint", {"steps": 1000, "step_size": 0.1},
-        tuned_on=TASK_1000.format(task=INPAINT70),
+        tuned_on=TASK_1000.format(task=INPAINT70).replace(
+            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
         grid="step_size 0.03 (the default) / 0.1 / 0.3 / 0.2: 17.00 / 20.59 / 20.46 / 20.48 dB",
-        measured="20.59 dB on 2 tuning images (the default 0.03: 17.00)",
+        measured="20.59 / 23.68 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; the default 0.03: "
+                 "17.00 / 17.07)",
         notes="The same value as tuned at 100 calls on ct16 (HPARAMS_AT_NFE[100])."),
     "deblur": Preset(
         "dps", "deblur", {"steps": 1000, "step_size": 1.0},
@@ -210,9 +213,11 @@ PRESETS: dict[str, dict[str, Preset]] = {
               "keeps lam 16 unless lam is given."),
     "inpaint": Preset(
         "reddiff", "inpaint", {"steps": 1000, "lr": 0.1, "lam": 0.25},
-        tuned_on=TASK_1000.format(task=INPAINT70),
+        tuned_on=TASK_1000.format(task=INPAINT70).replace(
+            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
         grid="lam 16 (the default) / 1 / 0.25 / 0.0625 at lr 0.1: 15.57 / 21.46 / 22.33 / 21.74 dB",
-        measured="22.33 dB on 2 tuning images (the default lam 16: 15.57)",
+        measured="22.33 / 23.29 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; the default lam 16: "
+                 "15.57 / 16.97)",
         notes="The paper's lam and the values tuned at 100 calls on ct16 (HPARAMS_AT_NFE[100])."),
     "deblur": Preset(
         "reddiff", "deblur", {"steps": 1000, "lr": 0.1, "lam": 0.0625},
