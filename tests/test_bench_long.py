@@ -112,7 +112,7 @@ AT_1000 = {"dps": {"step_size": 0.03}, "reddiff": {"lr": 0.1, "lam": 16.0}, "din
 # the per-task presets of DPS and RED-Diff, tuned at 1000 calls on their group's task ("DPS and RED-Diff per task at
 # 1000 calls"); the other groups run AT_1000
 AT_1000_GROUP = {"dps": {"inpaint": {"step_size": 0.1}, "deblur": {"step_size": 1.0}},
-                 "reddiff": {"inpaint": {"lr": 0.1, "lam": 0.25}, "deblur": {"lr": 0.1, "lam": 0.0625}}}
+                 "reddiff": {"inpaint": {"lr": 0.1, "lam": 0.25}, "deblur": {"lr": 0.1, "lam": 0.015625}}}
 
 
 @pytest.mark.parametrize("key", sorted(AT_100))

@@ -48,7 +48,7 @@ RECORDED_TASKS_1000 = {
     ("dps", "inpaint"): {"steps": 1000, "step_size": 0.1},
     ("reddiff", "inpaint"): {"steps": 1000, "lr": 0.1, "lam": 0.25},
     ("dps", "deblur"): {"steps": 1000, "step_size": 1.0},
-    ("reddiff", "deblur"): {"steps": 1000, "lr": 0.1, "lam": 0.0625},
+    ("reddiff", "deblur"): {"steps": 1000, "lr": 0.1, "lam": 0.015625},
 }
 
 
