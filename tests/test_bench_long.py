@@ -109,19 +109,36 @@ def test_hparams_at_lays_the_budget_entries_over_the_tuned_ones(monkeypatch):
 # The values tuned at each budget as benchmarks/TUNING.md records them, written out by hand.
 AT_100 = {"dps": {"step_size": 0.1}, "reddiff": {"lr": 0.1, "lam": 0.25}, "dinv-dps": {"weight": 10.0}}
 AT_1000 = {"dps": {"step_size": 0.03}, "reddiff": {"lr": 0.1, "lam": 16.0}, "dinv-dps": {"weight": 30.0}}
+# the per-task presets of DPS and RED-Diff, tuned at 1000 calls on their group's task ("DPS and RED-Diff per task at
+# 1000 calls"); the other groups run AT_1000
+AT_1000_GROUP = {"dps": {"inpaint": {"step_size": 0.1}, "deblur": {"step_size": 1.0}},
+                 "reddiff": {"inpaint": {"lr": 0.1, "lam": 0.25}, "deblur": {"lr": 0.1, "lam": 0.015625}}}
 
 
 @pytest.mark.parametrize("key", sorted(AT_100))
 def test_each_budget_runs_the_values_tuned_at_it(key):
-    """DPS and RED-Diff's presets hold their 1000-call values; the benchmark's 100-call rows (and the quick run's 20,
-    and the tests' few calls: the nearest tuned budget is 100) keep the values tuned at 100 calls, for every group."""
-    for group in ("default", "ct", "mri", "inpaint"):
+    """DPS and RED-Diff's presets hold their 1000-call values (per task group where one was tuned); the benchmark's
+    100-call rows (and the quick run's 20, and the tests' few calls: the nearest tuned budget is 100) keep the values
+    tuned at 100 calls, for every group."""
+    for group in ("default", "ct", "mri", "inpaint", "deblur"):
         for nfe in (1, 20, 100, 300):
             assert hparams_at(key, group, nfe) == AT_100[key], (group, nfe)
         for nfe in (400, 1000, 5000):
-            assert hparams_at(key, group, nfe) == AT_1000[key], (group, nfe)
+            expected = {**AT_1000[key], **AT_1000_GROUP.get(key, {}).get(group, {})}
+            assert hparams_at(key, group, nfe) == expected, (group, nfe)
     assert [tuned_budget(key, n) for n in (20, 100, 316, 317, 1000)] == [100, 100, 100, 1000, 1000]
     assert base_nfe(key) == (1000 if key in ("dps", "reddiff") else 100)
+
+
+@pytest.mark.parametrize("key", sorted(AT_1000_GROUP))
+def test_task_presets_at_1000_calls_leave_the_100_call_values(key):
+    """A per-task preset of DPS / RED-Diff (tuned at 1000 calls) is what the benchmark's 1000-call rows of that group run,
+    while its 100-call rows still run HPARAMS_AT_NFE[100] (tuned at 100 calls) and the other groups the default."""
+    for group, values in AT_1000_GROUP[key].items():
+        assert hparams_at(key, group, 1000) == values == hparams(key, group)
+        assert hparams_at(key, group, 100) == AT_100[key] == HPARAMS_AT_NFE[100][key]["default"]
+        assert hparams_at(key, "ct", 1000) == AT_1000[key]
+        assert tuned_budget(key, 1000) == base_nfe(key) == 1000
 
 
 def test_tuned_budget_checks_its_argument():
@@ -176,11 +193,12 @@ def test_run_uses_the_hyperparameters_of_its_budget(monkeypatch):
     the preset's 1000 runs the 100-call values, as the benchmark's main rows always have."""
     monkeypatch.setitem(HPARAMS_AT_NFE, 3, {"dps": {"default": {"step_size": 0.0123}}})
     prior = load_prior(DEFAULT_PRIOR)
-    at3, _, _ = run.run_benchmark(["inpaint70"], ["dps"], n_images=1, nfe=3, prior=prior, log=lambda m: None)
+    # on ct16 (group "ct": the default preset, step_size 0.03); inpaint's 1000-call preset is 0.1, the 100-call value
+    at3, _, _ = run.run_benchmark(["ct16"], ["dps"], n_images=1, nfe=3, prior=prior, log=lambda m: None)
     monkeypatch.delitem(HPARAMS_AT_NFE, 3)
-    at2, _, _ = run.run_benchmark(["inpaint70"], ["dps"], n_images=1, nfe=2, prior=prior, log=lambda m: None)
+    at2, _, _ = run.run_benchmark(["ct16"], ["dps"], n_images=1, nfe=2, prior=prior, log=lambda m: None)
     assert at3[0]["params"] == "step_size=0.0123"
-    assert at2[0]["params"] == "step_size=0.1" != f"step_size={hparams('dps', 'inpaint')['step_size']}"
+    assert at2[0]["params"] == "step_size=0.1" != f"step_size={hparams('dps', 'ct')['step_size']}"
 
 
 @pytest.mark.slow  # a local Ray cluster: minutes on the shared 2-core machine

@@ -42,6 +42,15 @@ RECORDED_TASKS = {
                "clip_x0": True},
 }
 
+# The per-task DPS and RED-Diff presets (1000 steps) of benchmarks/TUNING.md ("DPS and RED-Diff per task at 1000
+# calls"), written out by hand.
+RECORDED_TASKS_1000 = {
+    ("dps", "inpaint"): {"steps": 1000, "step_size": 0.1},
+    ("reddiff", "inpaint"): {"steps": 1000, "lr": 0.1, "lam": 0.25},
+    ("dps", "deblur"): {"steps": 1000, "step_size": 1.0},
+    ("reddiff", "deblur"): {"steps": 1000, "lr": 0.1, "lam": 0.015625},
+}
+
 
 @pytest.fixture(scope="module")
 def ct16():
@@ -194,6 +203,53 @@ def test_task_presets_are_the_recorded_tuned_values(task):
     assert {k for k in expected if k != "steps" and a.settings()[k] != default[k]}
     # explicit arguments still win over the task's preset
     assert solvers.DDS(prior, task=task, eta=0.3).settings()["eta"] == 0.3
+
+
+@pytest.mark.parametrize("key", ["dps", "reddiff"])
+def test_dps_and_reddiff_take_a_task_as_dds_does(key):
+    """DPS(prior, task=...) and REDDiff(prior, task=...) fill the arguments left at None from preset(key, task), show
+    the task in settings(), let explicit arguments win, fall back to the default on a group without an entry of its
+    own, and reject a bad task with DDS's messages (they go through the same preset lookup)."""
+    prior, _, _ = gauss_problem()
+    cls = solvers.get_solver(key)
+    knob = {"dps": "step_size", "reddiff": "lam"}[key]
+    for task in presets.TASKS:
+        s = cls(prior, task=task).settings()
+        assert s["task"] == task and cls(prior, task=task).task == task
+        assert {k: s[k] for k in preset(key, task).params} == dict(preset(key, task).params), task
+        if task not in PRESETS[key]:  # no entry of its own: the default's values
+            assert {k: v for k, v in s.items() if k != "task"} == {k: v for k, v in cls(prior).settings().items()
+                                                                   if k != "task"}
+        assert cls(prior, task=task, **{knob: 0.37}).settings()[knob] == 0.37  # explicit arguments win
+    assert cls(prior).settings()["task"] == "default"
+    with pytest.raises(TypeError, match=r"task: expected a string .* got int"):
+        cls(prior, task=16)
+    with pytest.raises(ValueError, match=r"task: unknown task group 'inpainting'.*'inpaint'"):
+        cls(prior, task="inpainting")
+    with pytest.raises(ValueError, match=r"task: unknown task group 'ct16'"):
+        cls(prior, task="ct16")
+
+
+@pytest.mark.parametrize("key, task", sorted(RECORDED_TASKS_1000))
+def test_dps_reddiff_task_presets_are_the_recorded_tuned_values(key, task):
+    """cls(prior, task=...) runs the per-task values tuned at 1000 calls (written out by hand above), bit for bit, the
+    benchmark's 1000-call run of the group runs the same, and the default's values give another result (5 steps)."""
+    from invdiff.bench.methods import METHODS, hparams_at
+
+    expected = RECORDED_TASKS_1000[(key, task)]
+    assert dict(preset(key, task).params) == expected
+    assert set(PRESETS[key]) == {"default"} | {t for k, t in RECORDED_TASKS_1000 if k == key}  # no unrecorded entry
+    prior, op, y = gauss_problem()
+    cls = solvers.get_solver(key)
+    a = cls(prior, steps=5, task=task)
+    assert a.task == task and a.settings()["task"] == task
+    knobs = {k: v for k, v in expected.items() if k != "steps"}
+    ra = a.reconstruct(y, op, seed=0, progress=False).mean
+    rb = cls(prior, steps=5, **knobs).reconstruct(y, op, seed=0, progress=False).mean
+    rc = METHODS[key].run(prior, op, y, 5, 0, hparams_at(key, task, 1000)).x
+    assert torch.equal(ra, rb) and torch.equal(ra, rc)
+    rd = cls(prior, steps=5).reconstruct(y, op, seed=0, progress=False).mean
+    assert knobs != _knobs(key) and not torch.allclose(ra, rd)
 
 
 def test_every_preset_states_its_provenance():

@@ -60,7 +60,8 @@ class DPS(VPChainSolver):
     steps : int, optional
         Number of ancestral steps (one network call and one backward pass each). Official and preset: 1000.
     step_size : float, optional
-        ``zeta``; preset 0.1 (tuned on 16-view CT, :func:`invdiff.solvers.presets.preset` ``("dps")``).
+        ``zeta``; preset 0.03 (tuned at 1000 steps on 16-view CT, :func:`invdiff.solvers.presets.preset`
+        ``("dps", task)``).
         Official configurations: 1.0 (the code's default, phase retrieval), 0.3 for
         super-resolution and deblurring, 0.5 for inpainting, all for images in [-1, 1]; for data in
         [0, 1] the same residual has half the size, so larger values can be needed. Too large a value
@@ -70,18 +71,26 @@ class DPS(VPChainSolver):
         [-1, 1] (gradients of clipped pixels are then zero, as there). Never done inside the denoiser.
     T, beta_start, beta_end : int, float, float
         The VP chain (DDPM's linear betas).
+    task : str
+        Which preset fills the arguments left at ``None``: ``"default"`` (tuned on 16-view CT) or a task
+        group of :data:`invdiff.solvers.presets.TASKS` (``"inpaint"``, ``"deblur"``, ...; a group without a
+        preset of its own gets the default).
 
     Example
     -------
     >>> from invdiff.priors import GaussianPrior  # doctest: +SKIP
     >>> solver = DPS(prior, steps=200, step_size=0.5)  # doctest: +SKIP
+    >>> DPS(prior, task="inpaint").settings()["task"]  # doctest: +SKIP
+    'inpaint'
     >>> r = solver.reconstruct(y, op, n_samples=8, seed=0)  # doctest: +SKIP
     >>> r.mean.shape, r.std.shape, r.nfe  # doctest: +SKIP
     """
 
     def __init__(self, prior, steps: int | None = None, step_size: float | None = None, clip_x0: bool = True,
-                 T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, device: str | torch.device | None = None):
-        kw = resolve("dps", {"steps": steps, "step_size": step_size})
+                 T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, task: str = "default",
+                 device: str | torch.device | None = None):
+        kw = resolve("dps", {"steps": steps, "step_size": step_size}, task)
+        self.task = task
         super().__init__(prior, kw["steps"], T, beta_start, beta_end, device=device)
         self.step_size = check_positive_float("step_size", kw["step_size"], allow_zero=True)
         self.clip_x0 = bool(clip_x0)

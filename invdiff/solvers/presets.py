@@ -18,7 +18,9 @@ DiffusionMBIR on its own 3D tuning volume (seed 777102). Each solver has a ``"de
 (``ct16`` of :mod:`invdiff.bench.tasks`), and may have entries for other task groups
 (:data:`TASKS`) tuned on that group's task: DDS has ``"inpaint"`` and ``"deblur"`` (tuned on 2 tuning
 images of ``inpaint70`` / ``deblur``, checked on 4 more) and ``"ct-limited"`` (the default with ``clip_x0``: the
-first 2-image winner, ``eta`` 1 with ``lambda_`` 3, lost on further tuning images). :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
+first 2-image winner, ``eta`` 1 with ``lambda_`` 3, lost on further tuning images); DPS and RED-Diff have
+``"inpaint"`` and ``"deblur"`` (tuned at their 1000 steps on 2 tuning images of ``inpaint70`` / ``deblur``, checked
+on 2 more). :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
 was tuned on and :attr:`Preset.grid` what was tried. The grids and every score are in
 ``benchmarks/TUNING.md``. A class takes the task as an argument::
 
@@ -60,6 +62,9 @@ CT16_1000 = CT16_TUNING.replace("100 network calls per image", "1000 network cal
 
 TASK_TUNING = ("{task}; tuning images ellipses(2, 64, seed=777002), noise seed 1, prior phantom-ct-64, 100 network "
                "calls per image")
+TASK_1000 = TASK_TUNING.replace("100 network calls per image", "1000 network calls per image (the preset's steps)")
+INPAINT70 = "inpaint70: 70 % of the pixels missing at random, noise std 0.01"
+DEBLUR = "deblur: Gaussian blur of std 2 px, noise std 0.01"
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,24 @@ PRESETS: dict[str, dict[str, Preset]] = {
         notes="steps = 1000 is the paper's, step_size 1.0 the paper's (10.70 dB at 100 steps). At 100 network calls "
               "the benchmark runs step_size 0.1 (tuned there; HPARAMS_AT_NFE[100] of invdiff.bench.methods); a "
               "class run with fewer steps keeps 0.03 unless step_size is given."),
+    # Per-task entries (issue 11): at 1000 steps on 2 tuning images of the group's task; benchmarks/TUNING.md,
+    # "DPS and RED-Diff per task at 1000 calls".
+    "inpaint": Preset(
+        "dps", "inpaint", {"steps": 1000, "step_size": 0.1},
+        tuned_on=TASK_1000.format(task=INPAINT70).replace(
+            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
+        grid="step_size 0.03 (the default) / 0.1 / 0.3 / 0.2: 17.00 / 20.59 / 20.46 / 20.48 dB",
+        measured="20.59 / 23.68 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; the default 0.03: "
+                 "17.00 / 17.07)",
+        notes="The same value as tuned at 100 calls on ct16 (HPARAMS_AT_NFE[100])."),
+    "deblur": Preset(
+        "dps", "deblur", {"steps": 1000, "step_size": 1.0},
+        tuned_on=TASK_1000.format(task=DEBLUR).replace(
+            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
+        grid="step_size 0.03 (the default) / 0.1 / 0.3 / 1.0 / 3.0: 16.44 / 18.72 / 20.50 / 23.46 / 21.27 dB",
+        measured="23.46 / 26.59 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; the default 0.03: "
+                 "16.44 / 18.32)",
+        notes="1.0 is the paper's zeta."),
     },
     "reddiff": {"default": Preset(
         "reddiff", "default", {"steps": 1000, "lr": 0.1, "lam": 16.0},
@@ -190,6 +213,23 @@ PRESETS: dict[str, dict[str, Preset]] = {
         notes="steps = 1000 is the paper's; the paper's lam 0.25 is the value tuned at 100 steps, where the benchmark "
               "runs lr 0.1, lam 0.25 (HPARAMS_AT_NFE[100] of invdiff.bench.methods); a class run with fewer steps "
               "keeps lam 16 unless lam is given."),
+    "inpaint": Preset(
+        "reddiff", "inpaint", {"steps": 1000, "lr": 0.1, "lam": 0.25},
+        tuned_on=TASK_1000.format(task=INPAINT70).replace(
+            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
+        grid="lam 16 (the default) / 1 / 0.25 / 0.0625 at lr 0.1: 15.57 / 21.46 / 22.33 / 21.74 dB",
+        measured="22.33 / 23.29 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; the default lam 16: "
+                 "15.57 / 16.97)",
+        notes="The paper's lam and the values tuned at 100 calls on ct16 (HPARAMS_AT_NFE[100])."),
+    "deblur": Preset(
+        "reddiff", "deblur", {"steps": 1000, "lr": 0.1, "lam": 0.015625},
+        tuned_on=TASK_1000.format(task=DEBLUR).replace(
+            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
+        grid="lam 16 (the default) / 1 / 0.25 / 0.0625 / 0.015625 at lr 0.1: 15.47 / 16.13 / 17.42 / 19.72 / "
+             "20.73 dB",
+        measured="20.73 / 26.23 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; lam 0.0625: 19.72 / "
+                 "25.37; the default lam 16: 15.47 / 17.69)",
+        notes="0.015625 is the smallest value tried, so the optimum may lie below it."),
     },
     "mbir": {"default": Preset(
         "mbir", "default",
