@@ -134,7 +134,8 @@ def cmd_demo(args) -> int:
     # the ct3d phantom squeezes a whole ellipsoid phantom into --depth slices: voxels size/depth times as tall
     spacing = (args.size / args.depth, 1.0, 1.0) if args.task == "ct3d" else None
     solver = None if args.solver.lower() in PSEUDO_INVERSES else make_solver(args.solver, args.prior, args.steps,
-                                                                              args.device, spacing=spacing)
+                                                                              args.device, spacing=spacing,
+                                                                              task=args.task)
     if args.task == "ct3d":
         from invdiff import data
 

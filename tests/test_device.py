@@ -189,6 +189,21 @@ def test_cli_device_errors(tmp_path, capsys):
     assert (tmp_path / "r.npy").exists()
 
 
+def test_make_solver_passes_the_task_to_solvers_with_task_presets():
+    from invdiff.recon.file import make_solver
+    from invdiff.solvers.presets import preset
+
+    for key in ("dds", "dps", "reddiff"):
+        s = make_solver(key, steps=2, task="deblur")
+        assert s.task == "deblur"
+        knobs = preset(key, "deblur").knobs()
+        same = {k: s.settings()[k] for k in knobs if k != "tail_average"}  # tail_average: a fraction -> steps
+        assert same == {k: v for k, v in knobs.items() if k != "tail_average"}, key
+        assert make_solver(key, steps=2).settings() != s.settings()
+    assert make_solver("dps", steps=2).task == "default"
+    assert not hasattr(make_solver("tv", steps=2, task="deblur"), "task")  # ignored where there are no presets
+
+
 def test_make_solver_passes_the_device():
     from invdiff.recon.file import make_solver
 

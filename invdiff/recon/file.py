@@ -47,12 +47,15 @@ def load_prior(spec: str | None, device: str = "cpu"):
 
 
 def make_solver(name: str, prior: str | None = None, steps: int | None = None, device: str = "cpu",
-                spacing: tuple[float, float, float] | None = None):
+                spacing: tuple[float, float, float] | None = None, task: str | None = None):
     """Instantiate the solver ``name`` with its class defaults (the presets of :mod:`invdiff.solvers.presets`).
 
     ``steps`` goes to the solver's ``steps=`` (diffusion) or ``iters=`` (TV, CG); the prior is loaded
     only for solvers that need one (``needs_prior``). ``spacing`` (voxel sizes ``(dz, dy, dx)``) goes to
     solvers that take one (DiffusionMBIR: it sets the TV-along-z weight) and is ignored by the others.
+    ``task`` (a name of :data:`invdiff.solvers.presets.TASKS`) goes to solvers with per-task presets (DDS,
+    DiffPIR, DAPS, DPS, RED-Diff: their ``task=``), which fall back to the default preset where a task has
+    no entry of its own; other solvers ignore it.
     """
     from invdiff.solvers import get_solver
 
@@ -70,6 +73,8 @@ def make_solver(name: str, prior: str | None = None, steps: int | None = None, d
         kw["device"] = device  # the solver computes there (invdiff.device): y, operator and prior go there
     if spacing is not None and "spacing" in params:
         kw["spacing"] = spacing
+    if task is not None and "task" in params:
+        kw["task"] = task
     if getattr(cls, "needs_prior", True):
         return cls(load_prior(prior, device), **kw)
     return cls(**kw)
