@@ -16,6 +16,7 @@ from invdiff.solvers.schedules import vp_alphas_cumprod
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_smc import S_Y, dense_op, gaussian_problem  # noqa: E402
+from _counting import count_operator_calls
 
 IMG = (1, 8, 8)
 
@@ -140,11 +141,7 @@ def test_operator_calls_per_step(monkeypatch):
     from invdiff.priors import GaussianPrior
 
     op = dense_op(8, (1, 4, 4))
-    calls = {"A": 0, "A_adjoint": 0}
-    for name in calls:
-        f = getattr(op, name)
-        monkeypatch.setattr(op, name, lambda v, *a, _f=f, _n=name, **k: (
-            calls.__setitem__(_n, calls[_n] + 1), _f(v, *a, **k))[1])
+    calls = count_operator_calls(monkeypatch, op)
     seen = []
     DiffPIR(GaussianPrior(torch.full((1, 4, 4), 0.5), 0.3), steps=4, cg_iters=3).reconstruct(
         torch.zeros(1, 8), op, seed=0, progress=False, callback=lambda d: seen.append(dict(calls)))

@@ -183,18 +183,22 @@ def test_solvers_run_a_3d_network_prior_on_volumes(name, tiled):
     D = tiny_edm3d(5)
     seen = []
     D.net.conv_in.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape))
-    prior = TiledDenoiser(D, patch=8, overlap=2) if tiled else D
+    _run_on_a_volume(name, TiledDenoiser(D, patch=8, overlap=2) if tiled else D)
+    assert seen and all(len(s) == 5 for s in seen)
+    if tiled:  # 6x12x10 in 8^3 tiles: depth fits (6), H and W need two tiles each
+        assert all(tuple(s[2:]) == (6, 8, 8) for s in seen)
+
+
+def _run_on_a_volume(name: str, prior) -> None:
+    """Solver ``name`` (3 steps) on a noisy 50 % inpainting of a random 6x12x10 volume: volume-shaped, finite."""
     shape = (1, 6, 12, 10)
     op = dinv.physics.Inpainting(img_size=shape, mask=0.5, rng=torch.Generator().manual_seed(1),
                                  noise_model=dinv.physics.GaussianNoise(sigma=0.05))
     y = op(torch.rand(1, *shape, generator=torch.Generator().manual_seed(3)))
-    steps = {"DPS": solvers.DPS(prior, steps=3), "REDDiff": solvers.REDDiff(prior, steps=3),
-             "SMC": solvers.SMC(prior, particles=2, steps=3), "DDS": solvers.DDS(prior, steps=3)}
-    r = steps[name].reconstruct(y, op, seed=0, progress=False)
+    make = {"DPS": lambda: solvers.DPS(prior, steps=3), "REDDiff": lambda: solvers.REDDiff(prior, steps=3),
+            "SMC": lambda: solvers.SMC(prior, particles=2, steps=3), "DDS": lambda: solvers.DDS(prior, steps=3)}
+    r = make[name]().reconstruct(y, op, seed=0, progress=False)
     assert r.mean.shape == (1, *shape) and torch.isfinite(r.mean).all() and r.nfe > 0
-    assert seen and all(len(s) == 5 for s in seen)
-    if tiled:  # 6x12x10 in 8^3 tiles: depth fits (6), H and W need two tiles each
-        assert all(tuple(s[2:]) == (6, 8, 8) for s in seen)
 
 
 # --------------------------------------------------------------------------- the shipped 3D prior
@@ -364,14 +368,7 @@ def test_solvers_run_the_residual_3d_prior_on_volumes(name):
     D = tiny_residual(6, tile=(4, 8, 8))
     seen = []
     D.net.conv_in.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape))
-    shape = (1, 6, 12, 10)
-    op = dinv.physics.Inpainting(img_size=shape, mask=0.5, rng=torch.Generator().manual_seed(1),
-                                 noise_model=dinv.physics.GaussianNoise(sigma=0.05))
-    y = op(torch.rand(1, *shape, generator=torch.Generator().manual_seed(3)))
-    steps = {"DPS": solvers.DPS(D, steps=3), "REDDiff": solvers.REDDiff(D, steps=3),
-             "SMC": solvers.SMC(D, particles=2, steps=3), "DDS": solvers.DDS(D, steps=3)}
-    r = steps[name].reconstruct(y, op, seed=0, progress=False)
-    assert r.mean.shape == (1, *shape) and torch.isfinite(r.mean).all() and r.nfe > 0
+    _run_on_a_volume(name, D)
     assert seen and all(len(s) == 5 and s[1] == 3 for s in seen)
 
 

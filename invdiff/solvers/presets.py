@@ -63,6 +63,18 @@ CT16_1000 = CT16_TUNING.replace("100 network calls per image", "1000 network cal
 TASK_TUNING = ("{task}; tuning images ellipses(2, 64, seed=777002), noise seed 1, prior phantom-ct-64, 100 network "
                "calls per image")
 TASK_1000 = TASK_TUNING.replace("100 network calls per image", "1000 network calls per image (the preset's steps)")
+
+
+def task_tuning(task: str, nfe: int = 100, checked_on: str | None = None) -> str:
+    """The ``tuned_on`` text of a per-task entry: 2 tuning images of ``task`` at ``nfe`` (100 or 1000) network
+    calls per image, then checked on the further tuning images ``checked_on`` (e.g. ``"tuning_images(4)[2:]"``)."""
+    text = {100: TASK_TUNING, 1000: TASK_1000}[nfe].format(task=task)
+    first = "ellipses(2, 64, seed=777002)"
+    return text if checked_on is None else text.replace(first, f"{first}, checked on {checked_on}")
+
+
+CT_LIMITED90 = ("ct-limited90: limited-angle parallel-beam CT, 60 views over 90 deg, noise std 1 % of the Shepp-Logan "
+                "sinogram's maximum")
 INPAINT70 = "inpaint70: 70 % of the pixels missing at random, noise std 0.01"
 DEBLUR = "deblur: Gaussian blur of std 2 px, noise std 0.01"
 
@@ -130,9 +142,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "dds", "ct-limited",
         {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
          "clip_x0": True},
-        tuned_on=TASK_TUNING.format(task="ct-limited90: limited-angle parallel-beam CT, 60 views over 90 deg, noise "
-                                         "std 1 % of the Shepp-Logan sinogram's maximum").replace(
-            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
+        tuned_on=task_tuning(CT_LIMITED90, checked_on="tuning_images(4)[2:]"),
         grid="on 2 tuning images, coordinate search from the default: lambda_ 1/0.3/3/10 (36.86/34.48/36.96/35.89), "
              "eta at lambda_ 3 0.85/0.7/1.0 (36.96/36.70/38.48), tail_average at eta 1 0.2/1/0.4 (38.48/37.90/35.96); "
              "tail_average 0.4/0.6 (34.43/30.98); clip_x0 (37.54), clip_x0 with eta 1 (38.95). On 2 further tuning "
@@ -144,7 +154,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "dds", "inpaint",
         {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
          "sigma_min": 0.02},
-        tuned_on=TASK_TUNING.format(task="inpaint70: 70 % of the pixels missing at random, noise std 0.01"),
+        tuned_on=task_tuning(INPAINT70),
         grid="lambda_ 1/0.3/3/10 (20.96-20.97: the data step is exact at this noise); clip_x0 (20.89); tail_average "
              "0.2/0.4/0.6/0.7/0.8/0.9 (20.97/21.28/22.10/22.07/21.63/21.00); sigma_min 0.01/0.03/0.1 (20.99/20.96/"
              "21.28); at tail 0.6: eta 0.75/0.95 (21.96/22.03), schedule vp (21.25), sigma_min 0.02/0.05 (22.65/"
@@ -156,8 +166,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "dds", "deblur",
         {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
          "clip_x0": True},
-        tuned_on=TASK_TUNING.format(task="deblur: Gaussian blur of std 2 px, noise std 0.01").replace(
-            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(6)[2:]"),
+        tuned_on=task_tuning(DEBLUR, checked_on="tuning_images(6)[2:]"),
         grid="on 2 tuning images: tail_average 0.2/0.4/0.6 (21.83/22.15/22.94); sigma_min 0.01/0.03/0.05/0.1 "
              "(22.25/24.00/24.03/23.08); eta 1 with tail 0.4 (20.63); at sigma_min 0.03: tail 0.4/0.6 (24.07/23.47), "
              "lambda_ 3 (23.42). On 4 further tuning images: the default 23.21, sigma_min 0.03 with tail 0.4 23.38, "
@@ -184,16 +193,14 @@ PRESETS: dict[str, dict[str, Preset]] = {
     # "DPS and RED-Diff per task at 1000 calls".
     "inpaint": Preset(
         "dps", "inpaint", {"steps": 1000, "step_size": 0.1},
-        tuned_on=TASK_1000.format(task=INPAINT70).replace(
-            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
+        tuned_on=task_tuning(INPAINT70, nfe=1000, checked_on="tuning_images(4)[2:]"),
         grid="step_size 0.03 (the default) / 0.1 / 0.3 / 0.2: 17.00 / 20.59 / 20.46 / 20.48 dB",
         measured="20.59 / 23.68 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; the default 0.03: "
                  "17.00 / 17.07)",
         notes="The same value as tuned at 100 calls on ct16 (HPARAMS_AT_NFE[100])."),
     "deblur": Preset(
         "dps", "deblur", {"steps": 1000, "step_size": 1.0},
-        tuned_on=TASK_1000.format(task=DEBLUR).replace(
-            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
+        tuned_on=task_tuning(DEBLUR, nfe=1000, checked_on="tuning_images(4)[2:]"),
         grid="step_size 0.03 (the default) / 0.1 / 0.3 / 1.0 / 3.0: 16.44 / 18.72 / 20.50 / 23.46 / 21.27 dB",
         measured="23.46 / 26.59 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; the default 0.03: "
                  "16.44 / 18.32)",
@@ -215,16 +222,14 @@ PRESETS: dict[str, dict[str, Preset]] = {
               "keeps lam 16 unless lam is given."),
     "inpaint": Preset(
         "reddiff", "inpaint", {"steps": 1000, "lr": 0.1, "lam": 0.25},
-        tuned_on=TASK_1000.format(task=INPAINT70).replace(
-            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
+        tuned_on=task_tuning(INPAINT70, nfe=1000, checked_on="tuning_images(4)[2:]"),
         grid="lam 16 (the default) / 1 / 0.25 / 0.0625 at lr 0.1: 15.57 / 21.46 / 22.33 / 21.74 dB",
         measured="22.33 / 23.29 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; the default lam 16: "
                  "15.57 / 16.97)",
         notes="The paper's lam and the values tuned at 100 calls on ct16 (HPARAMS_AT_NFE[100])."),
     "deblur": Preset(
         "reddiff", "deblur", {"steps": 1000, "lr": 0.1, "lam": 0.015625},
-        tuned_on=TASK_1000.format(task=DEBLUR).replace(
-            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(4)[2:]"),
+        tuned_on=task_tuning(DEBLUR, nfe=1000, checked_on="tuning_images(4)[2:]"),
         grid="lam 16 (the default) / 1 / 0.25 / 0.0625 / 0.015625 at lr 0.1: 15.47 / 16.13 / 17.42 / 19.72 / "
              "20.73 dB",
         measured="20.73 / 26.23 dB on the 2 / 2 further tuning images (tuning_images(4)[2:]; lam 0.0625: 19.72 / "
@@ -271,7 +276,7 @@ PRESETS["daps"] = {
         notes="Added for issue 11 as a candidate; it did not beat DDS on inpaint70 (benchmarks/TUNING.md)."),
     "inpaint": Preset(
         "daps", "inpaint", {"steps": 100, "lambda_": 4.0, "cg_iters": 3, "tail_average": 0.6},
-        tuned_on=TASK_TUNING.format(task="inpaint70: 70 % of the pixels missing at random, noise std 0.01"),
+        tuned_on=task_tuning(INPAINT70),
         grid="lambda_ 1/4/16/64 at cg_iters 3, tail_average 0.6: 20.76/21.54/21.50/21.22 dB",
         measured="21.54 dB on 2 tuning images (DDS's inpaint preset: 22.65; deepinv DiffPIR: 22.07)",
         notes="3 CG iterations are exact here (A^T A is a mask). Not measured on the test images."),
@@ -296,9 +301,7 @@ PRESETS["diffpir"] = {
         "diffpir", "ct-limited",
         {"steps": 100, "lambda_": 0.125, "zeta": 1.0, "schedule": "karras", "clip_x0": True, "tail_average": 1,
          "lambda_end": None, "cg_iters": 20, "cg_tol": 0.0},
-        tuned_on=TASK_TUNING.format(task="ct-limited90: limited-angle parallel-beam CT, 60 views over 90 deg, noise "
-                                         "std 1 % of the Shepp-Logan sinogram's maximum").replace(
-            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(6)[2:]"),
+        tuned_on=task_tuning(CT_LIMITED90, checked_on="tuning_images(6)[2:]"),
         grid="on 2 tuning images: lambda_ 1/0.5/0.25/0.125/0.0625 (38.57/38.89/38.82/38.16/36.85), schedule quad at "
              "lambda_ 1/0.5/0.25/0.125 (36.52/36.13/35.22/33.95), at lambda_ 0.5: tail_average 0.2 (38.66), sigma_min 0.03 "
              "(34.60), zeta 0.8 (31.09). On the 4 further: lambda_ 1/0.5/0.25/0.125/0.0625 26.78/27.48/28.12/28.66/"
@@ -310,7 +313,7 @@ PRESETS["diffpir"] = {
         "diffpir", "inpaint",
         {"steps": 100, "lambda_": 1.0, "zeta": 1.0, "schedule": "karras", "clip_x0": True, "tail_average": 0.6,
          "sigma_min": 0.02, "lambda_end": None, "cg_iters": 20, "cg_tol": 0.0},
-        tuned_on=TASK_TUNING.format(task="inpaint70: 70 % of the pixels missing at random, noise std 0.01"),
+        tuned_on=task_tuning(INPAINT70),
         grid="lambda_ 1/0.5/2 (21.10/21.10/21.09: the data step is a hard constraint at this noise); tail_average "
              "0.2/0.4/0.5/0.6 (21.09/21.25/21.54/21.58); zeta 0.8 (20.24); clip_x0 off (21.07); schedule quad (20.73); "
              "at tail 0.6: sigma_min 0.01/0.02/0.05 (21.80/22.05/21.03); tail 0.7 with sigma_min 0.02 (21.22)",
@@ -320,8 +323,7 @@ PRESETS["diffpir"] = {
         "diffpir", "deblur",
         {"steps": 100, "lambda_": 0.25, "zeta": 1.0, "schedule": "karras", "clip_x0": True, "tail_average": 1,
          "sigma_min": 0.03, "lambda_end": None, "cg_iters": 20, "cg_tol": 0.0},
-        tuned_on=TASK_TUNING.format(task="deblur: Gaussian blur of std 2 px, noise std 0.01").replace(
-            "ellipses(2, 64, seed=777002)", "ellipses(2, 64, seed=777002), checked on tuning_images(6)[2:]"),
+        tuned_on=task_tuning(DEBLUR, checked_on="tuning_images(6)[2:]"),
         grid="on 2 tuning images: lambda_ 1/0.5/2 (21.22/21.83/20.35); tail_average 0.2/0.4/0.6 (21.27/21.65/21.98); "
              "zeta 0.8 (20.71); clip_x0 off (21.10); schedule quad (22.95), quad with lambda_ 0.5 (23.02), quad with "
              "tail 0.6 (21.27; with lambda_ 0.5 19.79); sigma_min 0.01/0.03 (22.03/22.82); at sigma_min 0.03 lambda_ "
