@@ -14,7 +14,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("operators", "priors", "solvers", "data", "metrics", "bench", "utils")
+_SUBMODULES = ("operators", "priors", "solvers", "data", "metrics", "conformal", "bench", "utils")
 
 __all__ = [*_SUBMODULES, "reconstruct", "__version__"]
 
