@@ -120,3 +120,35 @@ def test_bad_shapes_are_named():
         calibrate(samples, truth[:2], method="plug-in")
     with pytest.raises(ValueError, match="K >= 2 samples"):
         calibrate(samples[:1], truth, method="plug-in")
+
+
+def test_reconstruction_intervals_raw_and_calibrated_end_to_end():
+    """SMC with an exact denoiser on a Gaussian inpainting problem: calibrate on 12 measurements, then a 13th
+    measurement's Reconstruction.intervals(calibration=...) are the Calibration's intervals of its samples."""
+    import deepinv as dinv
+
+    from invdiff.solvers import SMC
+
+    class Normal(torch.nn.Module):  # exact denoiser of the prior N(0, I)
+        def forward(self, x, sigma):
+            return x / (1 + sigma**2)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(13, 1, 4, 4, generator=g)
+    op = dinv.physics.Inpainting(img_size=(1, 4, 4), mask=0.5, noise_model=dinv.physics.GaussianNoise(0.1))
+    y = op(x)
+    smc = SMC(Normal(), particles=16, steps=20, sigma_max=20.0)
+    r = smc.reconstruct(y, op, n_samples=16, progress=False, seed=1)
+    assert r.samples.shape == (16, 13, 1, 4, 4)
+    cal = calibrate(r.samples[:, :12], x[:12], level=0.9, method="plug-in")
+    assert 0.5 < cal.scale < 3  # a correct sampler on a Gaussian: near 1 (16 samples cover 0.79 unscaled)
+    one = smc.reconstruct(y[12:], op, n_samples=16, progress=False, seed=2)
+    lo, hi = one.intervals(calibration=cal)
+    elo, ehi = cal.intervals(one.samples)
+    assert torch.equal(lo, elo) and torch.equal(hi, ehi)
+    rlo, rhi = one.intervals(0.9)
+    assert (hi - lo).mean() > (rhi - rlo).mean() if cal.scale > 1 else (hi - lo).mean() <= (rhi - rlo).mean()
+    with pytest.raises(TypeError, match="calibration: expected an invdiff.conformal.Calibration"):
+        one.intervals(calibration=1.5)
+    with pytest.raises(ValueError, match="level: expected a number in"):
+        one.intervals(1.5)

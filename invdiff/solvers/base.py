@@ -53,6 +53,35 @@ class Reconstruction:
     seconds: float
     info: dict = field(default_factory=dict)
 
+    def intervals(self, level: float = 0.9, calibration=None) -> tuple[Tensor, Tensor]:
+        """Per-pixel intervals ``(lower, upper)``, each shaped as :attr:`mean`: the samples' central interval at
+        ``level``, or, with ``calibration`` (a :class:`invdiff.conformal.Calibration` fitted on held-out images
+        reconstructed the same way), the calibrated one at the calibration's level, which holds the truth at that
+        rate on images like the calibration images (``benchmarks/CALIBRATION.md``).
+
+        >>> import torch
+        >>> r = Reconstruction(torch.zeros(1, 1, 2, 2), torch.arange(5.0).reshape(5, 1, 1, 1, 1).expand(5, 1, 1, 2, 2),
+        ...                    None, 0, 0.0)
+        >>> [t.flatten()[0].item() for t in r.intervals(0.5)]
+        [1.0, 3.0]
+        """
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+            raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
+        if self.samples.shape[0] < 2:
+            raise ValueError(f"intervals: need at least 2 samples, this reconstruction has {self.samples.shape[0]}; "
+                             "pass n_samples >= 2 to reconstruct (or use an ensemble solver such as SMC)")
+        if calibration is not None:
+            from invdiff.conformal import Calibration
+
+            if not isinstance(calibration, Calibration):
+                raise TypeError(f"calibration: expected an invdiff.conformal.Calibration (from calibrate), got "
+                                f"{type(calibration).__name__}")
+            return calibration.intervals(self.samples)
+        from invdiff.metrics import central_intervals
+
+        lo, hi = central_intervals(self.samples, [level])
+        return lo[0], hi[0]
+
 
 def sigma_range(prior, sigma_min: float | None = None, sigma_max: float | None = None) -> tuple[float, float]:
     """The noise range to sample over: arguments first, then the prior's attributes, then
