@@ -19,6 +19,7 @@ from pathlib import Path
 
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior, machine_info, prior_meta
 from invdiff.bench.methods import DEFAULT_METHODS, METHODS, QUICK_METHODS
+from invdiff.bench.parts import Parts, source_id
 from invdiff.bench.report import CSV_FIELDS, PER_IMAGE_FIELDS, write_csv, write_markdown, write_plot
 from invdiff.bench.run import (LONG_IMAGES, LONG_METHODS, LONG_NFE, LONG_TASKS, Section, exact_posterior_rows,
                                run_sections)
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2D tasks of the long section (default: every 2D task that --tasks runs)")
     p.add_argument("--long-images", type=int, default=LONG_IMAGES, help="the long section runs on the first N test "
                    "images, at most --images (default: all)")
+    p.add_argument("--resume", action="store_true", help="reuse the tasks that an earlier, interrupted run with the "
+                   "same settings and source finished (every finished task is kept in OUT/parts; "
+                   "invdiff.bench.parts)")
     p.add_argument("--address", default=None, help="with --jobs: join the Ray cluster at this address ('auto' or "
                    "HOST:PORT) instead of starting a local one")
     return p
@@ -85,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     sections = [Section(nfe, tuple(tasks), tuple(method_keys))] + ([long] if long else [])
+    parts = Parts(out / "parts", args.resume, {"prior": args.prior, "device": args.device, "seed": args.seed,
+                                                "images": n_images, "source": source_id()})
     results = run_sections(sections, n_images, args.prior, args.device, args.seed, jobs=args.jobs, log=log,
-                           address=args.address, prior=prior)
+                           address=args.address, prior=prior, parts=parts)
     rows, per_image, skipped = results[0]
     long_rows, long_per_image, long_skipped = results[1] if long else ([], [], [])
     exact, exact_note = (None, None) if args.no_exact else exact_posterior_rows(args.quick, log)
@@ -104,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"NFE {long.nfe}: {', '.join(long.methods)} on {', '.join(long.tasks)}; first {long.keep_images} "
                 f"test image(s) per task" if long else "not run (--long-nfe 0, or none of its tasks in --tasks)"),
             "worker processes": args.jobs,
+            "tasks read from an earlier run (--resume)": (", ".join(parts.resumed) if parts.resumed else "none"),
             "total wall time (s)": f"{time.perf_counter() - t_start:.0f}",
         },
     }

@@ -181,35 +181,69 @@ def _worker(args: tuple) -> tuple[list[dict], list[dict], list[str], list[str]]:
 
 
 def run_sections(sections: list[Section], n_images: int, prior_spec, device: str, seed: int, jobs: int = 1,
-                 log=print, address=None, prior=None) -> list[tuple[list[dict], list[dict], list[str]]]:
+                 log=print, address=None, prior=None, parts=None) -> list[tuple[list[dict], list[dict], list[str]]]:
     """Run each :class:`Section`; returns ``(rows, per_image, skipped)`` per section, in order.
 
     With ``jobs > 1`` every (section, task) pair is one Ray task on the engine of :func:`run_parallel`, the
     later sections' tasks queued first (they are the long ones, so the workers end together); results and log
     lines come back in section and task order. Otherwise the sections run one after the other in this process
-    (``prior`` is then the loaded prior, loaded from ``prior_spec`` if ``None``).
+    (``prior`` is then the loaded prior, loaded from ``prior_spec`` if ``None``). ``parts``
+    (:class:`invdiff.bench.parts.Parts`): every finished task is written there at once, and tasks it already
+    holds (with ``resume``) are read instead of run.
     """
-    if jobs <= 1 or sum(len(sec.tasks) for sec in sections) <= 1:
+    if parts is None and (jobs <= 1 or sum(len(sec.tasks) for sec in sections) <= 1):
         prior = load_prior(prior_spec, device) if prior is None else prior
         return [run_benchmark(list(sec.tasks), list(sec.methods), n_images=n_images, nfe=sec.nfe, prior=prior,
                               device=device, seed=seed, log=log, keep_images=sec.keep_images) for sec in sections]
-    return _run_ray(sections, n_images, prior_spec, device, seed, jobs, log, address)
+    return _run_ray(sections, n_images, prior_spec, device, seed, jobs, log, address, parts, prior)
 
 
-def _run_ray(sections: list[Section], n_images, prior_spec, device, seed, jobs, log, address):
-    """:func:`run_sections` on Ray: one task per (section, task), ``jobs`` at a time."""
-    from invdiff.distributed.ray_tasks import TaskFailure, ray_session, run_tasks
-
+def _run_ray(sections: list[Section], n_images, prior_spec, device, seed, jobs, log, address, parts=None,
+             prior=None):
+    """:func:`run_sections` task by task: on Ray, one task per (section, task), ``jobs`` at a time; in this
+    process when ``jobs <= 1``. Tasks found in ``parts`` are not run; finished ones are written there."""
     work = [(si, t) for si, sec in enumerate(sections) for t in sec.tasks]
-    order = sorted(range(len(work)), key=lambda i: -work[i][0])  # later sections first, tasks in order
+    done: dict[int, tuple] = {}
+    if parts is not None:
+        for i, (si, t) in enumerate(work):
+            sec = sections[si]
+            got = parts.load(sec.nfe, t, sec.methods, sec.keep_images)
+            if got is not None:
+                done[i] = got
+    todo = [i for i in range(len(work)) if i not in done]
+    order = sorted(todo, key=lambda i: -work[i][0])  # later sections first, tasks in order
     args = [(work[i][1], list(sections[work[i][0]].methods), n_images, sections[work[i][0]].nfe, prior_spec, device,
              seed, sections[work[i][0]].keep_images) for i in order]
-    done: dict[int, tuple] = {}
-    with ray_session(jobs, address):
-        for j, res in run_tasks(_worker, args, workers=jobs, max_retries=1):
-            si, t = work[order[j]]
-            done[order[j]] = (([], [], [f"{t} / all methods (NFE {sections[si].nfe}): {res}"], [])
-                              if isinstance(res, TaskFailure) else res)
+
+    def finished(i: int, res) -> None:
+        si, t = work[i]
+        sec = sections[si]
+        if isinstance(res, tuple):
+            done[i] = res
+            if parts is not None:
+                parts.save(sec.nfe, t, sec.methods, sec.keep_images, res)
+        else:  # a TaskFailure
+            done[i] = ([], [], [f"{t} / all methods (NFE {sec.nfe}): {res}"], [])
+
+    if jobs <= 1:
+        prior = load_prior(prior_spec, device) if prior is None else prior
+        for i, a in zip(order, args):
+            lines: list[str] = []
+
+            def live(msg: str) -> None:  # logged now, and kept for the part
+                lines.append(msg)
+                log(msg)
+
+            rows, per_image, skipped = run_benchmark([a[0]], a[1], n_images=n_images, nfe=a[3], prior=prior,
+                                                     device=device, seed=seed, log=live, keep_images=a[7])
+            finished(i, (rows, per_image, skipped, lines))
+            done[i] = (rows, per_image, skipped, [])  # already logged
+    elif args:
+        from invdiff.distributed.ray_tasks import ray_session, run_tasks
+
+        with ray_session(jobs, address):
+            for j, res in run_tasks(_worker, args, workers=jobs, max_retries=1):
+                finished(order[j], res)
     out = [([], [], []) for _ in sections]
     for i, (si, _) in enumerate(work):
         r, p, s, lines = done[i]

@@ -1,0 +1,70 @@
+"""Finished benchmark tasks kept on disk and resumed (invdiff.bench.parts, invdiff bench --resume)."""
+
+import json
+
+import numpy as np
+import torch
+
+from invdiff.bench import run as bench_run
+from invdiff.bench.parts import Parts, source_id
+from invdiff.bench.run import Section, run_sections
+
+BASE = {"prior": "phantom-ct-64", "device": "cpu", "seed": 0, "images": 2, "source": "abc"}
+
+
+def _result(task):
+    rows = [{"task": task, "method": "dds", "psnr": np.float64(30.5), "calls_per_image": np.int64(20),
+             "ssim": torch.tensor(0.75), "coverage90": float("nan"), "hparams": "eta=0.85"}]
+    return rows, [{"task": task, "image": 0, "psnr": 31.0}], [], [f"{task}: done"]
+
+
+def test_a_saved_part_is_read_back_only_with_the_same_key_and_resume(tmp_path):
+    p = Parts(tmp_path / "parts", resume=True, base_key=BASE)
+    p.save(100, "ct16", ("dds", "tv"), None, _result("ct16"))
+    rows, per_image, skipped, lines = p.load(100, "ct16", ("dds", "tv"), None)
+    assert rows[0]["psnr"] == 30.5 and rows[0]["calls_per_image"] == 20 and abs(rows[0]["ssim"] - 0.75) < 1e-7
+    assert rows[0]["coverage90"] != rows[0]["coverage90"]  # NaN survives
+    assert lines == ["ct16: done"] and p.resumed == ["ct16 (NFE 100)"]
+    assert p.load(100, "ct16", ("dds",), None) is None  # other methods
+    assert p.load(1000, "ct16", ("dds", "tv"), None) is None  # other section
+    assert p.load(100, "ct16", ("dds", "tv"), 2) is None  # other kept images
+    assert Parts(tmp_path / "parts", True, {**BASE, "source": "def"}).load(100, "ct16", ("dds", "tv"), None) is None
+    assert Parts(tmp_path / "parts", False, BASE).load(100, "ct16", ("dds", "tv"), None) is None  # no --resume
+    (tmp_path / "parts" / "nfe100_ct16.json").write_text("{ not json")
+    assert p.load(100, "ct16", ("dds", "tv"), None) is None  # unreadable: run again
+    assert json.loads(json.dumps(source_id()))  # a string, "unknown" outside git
+
+
+def test_run_sections_resumes_the_finished_tasks_and_writes_the_others(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(task_names, method_keys, n_images, nfe, prior, device, seed, log, keep_images):
+        (t,) = task_names
+        calls.append((t, nfe))
+        rows, per_image, skipped, _ = _result(t)
+        log(f"{t}: ran")
+        return rows, per_image, skipped
+
+    monkeypatch.setattr(bench_run, "run_benchmark", fake)
+    secs = [Section(100, ("ct16", "mri4-random"), ("dds",)), Section(1000, ("ct16",), ("dps",), keep_images=1)]
+    logged = []
+    first = run_sections(secs, 2, "x", "cpu", 0, jobs=1, log=logged.append, prior=object(),
+                         parts=Parts(tmp_path, False, BASE))
+    assert sorted(calls) == [("ct16", 100), ("ct16", 1000), ("mri4-random", 100)]
+    assert sorted(logged) == ["ct16: ran", "ct16: ran", "mri4-random: ran"]  # logged once each, as they ran
+    assert len(list(tmp_path.glob("*.json"))) == 3
+    (tmp_path / "nfe100_mri4-random.json").unlink()  # as if interrupted before this task finished
+    calls.clear()
+    parts = Parts(tmp_path, True, BASE)
+    again = run_sections(secs, 2, "x", "cpu", 0, jobs=1, log=logged.append, prior=object(), parts=parts)
+    assert calls == [("mri4-random", 100)]
+    assert parts.resumed == ["ct16 (NFE 100)", "ct16 (NFE 1000)"]
+    assert [[r["task"] for r in sec[0]] for sec in again] == [[r["task"] for r in sec[0]] for sec in first]
+    assert again[0][0][0]["psnr"] == first[0][0][0]["psnr"]
+
+
+def test_cli_has_resume():
+    from invdiff.bench.cli import build_parser
+
+    assert build_parser().parse_args(["--resume"]).resume is True
+    assert build_parser().parse_args([]).resume is False
