@@ -202,6 +202,8 @@ def _run_ray(sections: list[Section], n_images, prior_spec, device, seed, jobs, 
              prior=None):
     """:func:`run_sections` task by task: on Ray, one task per (section, task), ``jobs`` at a time; in this
     process when ``jobs <= 1``. Tasks found in ``parts`` are not run; finished ones are written there."""
+    from invdiff.distributed.ray_tasks import TaskFailure
+
     work = [(si, t) for si, sec in enumerate(sections) for t in sec.tasks]
     done: dict[int, tuple] = {}
     if parts is not None:
@@ -218,12 +220,12 @@ def _run_ray(sections: list[Section], n_images, prior_spec, device, seed, jobs, 
     def finished(i: int, res) -> None:
         si, t = work[i]
         sec = sections[si]
-        if isinstance(res, tuple):
-            done[i] = res
-            if parts is not None:
-                parts.save(sec.nfe, t, sec.methods, sec.keep_images, res)
-        else:  # a TaskFailure
+        if isinstance(res, TaskFailure):
             done[i] = ([], [], [f"{t} / all methods (NFE {sec.nfe}): {res}"], [])
+        else:
+            done[i] = tuple(res)
+            if parts is not None:
+                parts.save(sec.nfe, t, sec.methods, sec.keep_images, done[i])
 
     if jobs <= 1:
         prior = load_prior(prior_spec, device) if prior is None else prior
