@@ -98,8 +98,11 @@ def calibrated_intervals(samples: Tensor, scale: float, level: float = 0.9, floo
                          ) -> tuple[Tensor, Tensor]:
     """``T_lambda`` with ``lambda = scale``: ``(lower, upper)``, each ``samples.shape[1:]``, float64."""
     _check(samples)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale >= 0:
+        raise ValueError(f"scale: expected a number >= 0 (lambda of a Calibration), got {scale!r}")
     mu, lw, up = _sides(samples, _check_level(level), floor)
-    return mu - scale * lw, mu + scale * up
+    # an empty side stays empty at any scale (inf * 0 would be NaN)
+    return torch.where(lw > 0, mu - scale * lw, mu), torch.where(up > 0, mu + scale * up, mu)
 
 
 def _pick(s: Tensor, target: float) -> float:

@@ -92,6 +92,10 @@ def test_floor_makes_empty_intervals_finite():
     assert torch.isinf(s[truth != 0]).all()
     cal = calibrate(samples, truth, level=0.5, method="plug-in", floor=0.01)
     assert math.isfinite(cal.scale) and cal.calibration_coverage >= 0.5
+    lo, hi = calibrated_intervals(samples, math.inf, 0.9)  # no floor: empty intervals stay empty, not NaN
+    assert torch.equal(lo, torch.zeros_like(lo, dtype=torch.float64)) and torch.equal(hi, lo)
+    with pytest.raises(ValueError, match="scale: expected a number >= 0"):
+        calibrated_intervals(samples, -1.0)
 
 
 def test_too_few_images_for_risk_control_is_a_clear_error():
