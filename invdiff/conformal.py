@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from invdiff.metrics import central_intervals
+from invdiff.validate import check_choice, check_interval, check_positive_float
 
 __all__ = ["Calibration", "calibrate", "scores", "calibrated_intervals", "METHODS"]
 
@@ -71,9 +72,7 @@ def _check(samples: Tensor, truth: Tensor | None = None) -> None:
 
 
 def _check_level(level: float) -> float:
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
-    return float(level)
+    return check_interval("level", level, 0.0, 1.0, low_open=True, high_open=True)
 
 
 def _sides(samples: Tensor, level: float, floor: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -98,7 +97,7 @@ def calibrated_intervals(samples: Tensor, scale: float, level: float = 0.9, floo
                          ) -> tuple[Tensor, Tensor]:
     """``T_lambda`` with ``lambda = scale``: ``(lower, upper)``, each ``samples.shape[1:]``, float64."""
     _check(samples)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale >= 0:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale >= 0:  # inf allowed
         raise ValueError(f"scale: expected a number >= 0 (lambda of a Calibration), got {scale!r}")
     mu, lw, up = _sides(samples, _check_level(level), floor)
     # an empty side stays empty at any scale (inf * 0 would be NaN)
@@ -172,10 +171,8 @@ def calibrate(samples: Tensor, truth: Tensor, level: float = 0.9, method: str = 
     """
     _check(samples, truth)
     level = _check_level(level)
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor >= 0 or math.isinf(floor):
-        raise ValueError(f"floor: expected a finite number >= 0 (image units), got {floor!r}")
+    check_choice("method", method, METHODS)
+    floor = check_positive_float("floor", floor, allow_zero=True)
     n, alpha = truth.shape[0], 1 - level
     if method == "risk-control":
         target = (alpha * (n + 1) - 1) / n
@@ -185,8 +182,8 @@ def calibrate(samples: Tensor, truth: Tensor, level: float = 0.9, method: str = 
                              f"images (n >= 1 / (1 - level) - 1), got {n}; add images or use method='plug-in'")
     else:
         target = alpha
-    s = scores(samples, truth, level, float(floor)).reshape(n, -1)
+    s = scores(samples, truth, level, floor).reshape(n, -1)
     lam = _pick(s, max(target, 0.0))
     cov = float((s <= lam).to(torch.float64).mean())
-    return Calibration(scale=lam, level=level, method=method, floor=float(floor), n_images=n,
+    return Calibration(scale=lam, level=level, method=method, floor=floor, n_images=n,
                        calibration_coverage=cov)

@@ -1,7 +1,5 @@
 """Finished benchmark tasks kept on disk and resumed (invdiff.bench.parts, invdiff bench --resume)."""
 
-import json
-
 import numpy as np
 import torch
 
@@ -32,7 +30,23 @@ def test_a_saved_part_is_read_back_only_with_the_same_key_and_resume(tmp_path):
     assert Parts(tmp_path / "parts", False, BASE).load(100, "ct16", ("dds", "tv"), None) is None  # no --resume
     (tmp_path / "parts" / "nfe100_ct16.json").write_text("{ not json")
     assert p.load(100, "ct16", ("dds", "tv"), None) is None  # unreadable: run again
-    assert json.loads(json.dumps(source_id()))  # a string, "unknown" outside git
+
+
+def test_source_id_is_the_checkout_commit():
+    import subprocess
+    from pathlib import Path
+
+    import invdiff
+
+    root = Path(invdiff.__file__).parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root)
+    if head.returncode != 0:
+        assert source_id() == "unknown"
+        return
+    sid = source_id()
+    assert sid.split("+diff.")[0] == head.stdout.strip()
+    dirty = subprocess.run(["git", "diff", "HEAD", "--quiet", "--", "."], cwd=root.parent).returncode != 0
+    assert ("+diff." in sid) == dirty
 
 
 def test_run_sections_resumes_the_finished_tasks_and_writes_the_others(tmp_path, monkeypatch):

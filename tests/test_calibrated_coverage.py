@@ -5,33 +5,19 @@ import torch
 from invdiff.bench import calibrated_coverage as cc
 
 
-def _fake_sample(calls):
+def test_calibration_on_tuning_images_restores_coverage_on_test_images(monkeypatch, tmp_path):
+    calls = []
+
     def sample(spec, prior, op, y, seed):
-        """16 'samples' 3x too narrow around a noisy copy of the truth behind y (known through the seed)."""
+        """16 'samples' 3x too narrow around a noisy copy of the truth (the stand-in measurement is the truth)."""
         calls.append(seed)
         g = torch.Generator().manual_seed(seed)
-        truth = _fake_sample.truth[seed]
-        centre = truth + 0.05 * torch.randn(truth.shape, generator=g)
-        return (centre + 0.05 / 3 * torch.randn(16, *truth.shape, generator=g))[:, None], 16, {}
-    return sample
+        centre = y[0] + 0.05 * torch.randn(y[0].shape, generator=g)
+        return (centre + 0.05 / 3 * torch.randn(16, *y[0].shape, generator=g))[:, None], 16, {}
 
-
-def test_calibration_on_tuning_images_restores_coverage_on_test_images(monkeypatch, tmp_path):
-    from invdiff.bench.tasks import test_images, tuning_images
-
+    monkeypatch.setattr(cc, "measure", lambda op, x, seed: x)
+    monkeypatch.setattr(cc, "_sample", sample)
     n = 4
-    tests, tunes = test_images(n, shepp=False), tuning_images(n)
-    calls = []
-    truths = {}
-    monkeypatch.setattr(cc, "_sample", _fake_sample(calls))
-
-    def ensembles(task, spec, image_set, n, prior, **kw):  # route the truth to the stand-in by seed
-        x = tests if image_set == "test" else tunes
-        _fake_sample.truth = {b: x[b] for b in range(n)}
-        return real(task, spec, image_set, n, prior, **kw)
-
-    real = cc.ensembles
-    monkeypatch.setattr(cc, "ensembles", ensembles)
     rows = cc.run(["inpaint70"], ["dds:n_samples=16"], n_cal=n, n_test=n, prior=object(), cache=tmp_path)
     assert len(rows) == 3 and len(calls) == 2 * n
     r90 = next(r for r in rows if r["level"] == 0.9)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from invdiff.bench.coverage import LEVELS, TASKS, _sample, parse_spec, reference_coverage
+from invdiff.bench.coverage import LEVELS, TASKS, _sample, interval_coverage, parse_spec, reference_coverage
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
 from invdiff.bench.report import emit_markdown
 from invdiff.bench.tasks import get_task, measure, test_images, tuning_images
@@ -90,10 +90,10 @@ def run(task_names=TASKS, specs=None, n_cal: int = 4, n_test: int = 4, prior=Non
             St, xt, sec_t = ensembles(task, spec, "test", n_test, prior, cache=cache, log=log,
                                      prior_name=prior_name)
             K = St.shape[0]
-            for p in LEVELS:
+            raw_all = interval_coverage(St, xt, LEVELS)  # (images, levels)
+            for li, p in enumerate(LEVELS):
                 lo, hi = central_intervals(St, [p])
-                t = xt.double()
-                raw = ((t >= lo[0]) & (t <= hi[0])).flatten(1).double().mean(1)
+                raw = raw_all[:, li]
                 row = {"task": task, "method": spec.label, "K": K, "level": p, "n_cal": n_cal, "n_test": n_test,
                        "raw": float(raw.mean()), "raw_se": float(raw.std() / math.sqrt(n_test)) if n_test > 1 else math.nan,
                        "ref": reference_coverage(K, p), "raw_width": _width(lo[0], hi[0]),

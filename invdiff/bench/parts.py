@@ -80,7 +80,7 @@ class Parts:
             d = json.loads(f.read_text())
         except (OSError, ValueError):
             return None  # unreadable: run the task again
-        if d.get("key") != json.loads(json.dumps(self.key(nfe, task, methods, keep_images))):
+        if d.get("key") != self.key(nfe, task, methods, keep_images):  # key(): plain JSON types only
             return None
         self.resumed.append(f"{task} (NFE {nfe})")
         r = d["result"]

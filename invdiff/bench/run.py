@@ -182,26 +182,17 @@ def _worker(args: tuple) -> tuple[list[dict], list[dict], list[str], list[str]]:
 
 def run_sections(sections: list[Section], n_images: int, prior_spec, device: str, seed: int, jobs: int = 1,
                  log=print, address=None, prior=None, parts=None) -> list[tuple[list[dict], list[dict], list[str]]]:
-    """Run each :class:`Section`; returns ``(rows, per_image, skipped)`` per section, in order.
+    """Run each :class:`Section` task by task; returns ``(rows, per_image, skipped)`` per section, in order.
 
-    With ``jobs > 1`` every (section, task) pair is one Ray task on the engine of :func:`run_parallel`, the
-    later sections' tasks queued first (they are the long ones, so the workers end together); results and log
-    lines come back in section and task order. Otherwise the sections run one after the other in this process
-    (``prior`` is then the loaded prior, loaded from ``prior_spec`` if ``None``). ``parts``
+    With ``jobs > 1`` (and more than one task) every (section, task) pair is one Ray task on the engine of
+    :func:`run_parallel`, the later sections' tasks queued first (they are the long ones, so the workers end
+    together); otherwise the tasks run one after the other in this process (``prior``: the loaded prior, loaded
+    from ``prior_spec`` if ``None``). Results and log lines come back in section and task order. ``parts``
     (:class:`invdiff.bench.parts.Parts`): every finished task is written there at once, and tasks it already
     holds (with ``resume``) are read instead of run.
     """
-    if parts is None and (jobs <= 1 or sum(len(sec.tasks) for sec in sections) <= 1):
-        prior = load_prior(prior_spec, device) if prior is None else prior
-        return [run_benchmark(list(sec.tasks), list(sec.methods), n_images=n_images, nfe=sec.nfe, prior=prior,
-                              device=device, seed=seed, log=log, keep_images=sec.keep_images) for sec in sections]
-    return _run_ray(sections, n_images, prior_spec, device, seed, jobs, log, address, parts, prior)
-
-
-def _run_ray(sections: list[Section], n_images, prior_spec, device, seed, jobs, log, address, parts=None,
-             prior=None):
-    """:func:`run_sections` task by task: on Ray, one task per (section, task), ``jobs`` at a time; in this
-    process when ``jobs <= 1``. Tasks found in ``parts`` are not run; finished ones are written there."""
+    if sum(len(sec.tasks) for sec in sections) <= 1:
+        jobs = 1
     from invdiff.distributed.ray_tasks import TaskFailure
 
     work = [(si, t) for si, sec in enumerate(sections) for t in sec.tasks]
@@ -213,7 +204,7 @@ def _run_ray(sections: list[Section], n_images, prior_spec, device, seed, jobs, 
             if got is not None:
                 done[i] = got
     todo = [i for i in range(len(work)) if i not in done]
-    order = sorted(todo, key=lambda i: -work[i][0])  # later sections first, tasks in order
+    order = sorted(todo, key=lambda i: -work[i][0]) if jobs > 1 else todo  # on Ray: later (longer) sections first
     args = [(work[i][1], list(sections[work[i][0]].methods), n_images, sections[work[i][0]].nfe, prior_spec, device,
              seed, sections[work[i][0]].keep_images) for i in order]
 
@@ -266,7 +257,7 @@ def run_parallel(task_names, method_keys, n_images, nfe, prior_spec, device, see
     task whose worker died is listed in ``skipped``.
     """
     section = Section(nfe, tuple(task_names), tuple(method_keys))
-    return _run_ray([section], n_images, prior_spec, device, seed, jobs, log, address)[0]
+    return run_sections([section], n_images, prior_spec, device, seed, jobs, log, address)[0]
 
 
 def exact_posterior_rows(quick: bool, log=print) -> tuple[list[dict] | None, str | None]:

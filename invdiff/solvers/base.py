@@ -23,7 +23,7 @@ from invdiff.device import check_device, move_module, same_device, to_device
 from invdiff.priors.slice import SliceDenoiser
 from invdiff.solvers.presets import SIGMA_MAX, SIGMA_MIN
 from invdiff.solvers.schedules import vp_chain_sigmas
-from invdiff.validate import check_measurement, check_positive_int, check_prior, check_vp_chain
+from invdiff.validate import check_interval, check_measurement, check_positive_int, check_prior, check_vp_chain
 
 
 @dataclass
@@ -65,8 +65,7 @@ class Reconstruction:
         >>> [t.flatten()[0].item() for t in r.intervals(0.5)]
         [1.0, 3.0]
         """
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-            raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
+        level = check_interval("level", level, 0.0, 1.0, low_open=True, high_open=True)
         if self.samples.shape[0] < 2:
             raise ValueError(f"intervals: need at least 2 samples, this reconstruction has {self.samples.shape[0]}; "
                              "pass n_samples >= 2 to reconstruct (or use an ensemble solver such as SMC)")
