@@ -123,6 +123,24 @@ def test_run_table_on_mri_with_an_analytic_prior():
     assert "0.540" in md and "not run" in md  # reference_coverage(4, 0.9) = 0.9 * 3 / 5
 
 
+def test_volume_task_runs_diffusion_mbir_over_the_held_out_slab():
+    """On ct3d8 each "image" is one held-out ellipsoid slab: DiffusionMBIR and DDS give K samples of the whole volume
+    (every slice of every sample through the prior at each step), SMC is skipped as a 2D sampler; a volume task has
+    no tuning volumes."""
+    from invdiff.bench.tasks import test_volumes
+    from invdiff.priors import GaussianPrior
+
+    prior = GaussianPrior(torch.full((1, 64, 64), 0.3), 0.3)
+    rows = run(["ct3d8"], ["mbir:n_samples=2,steps=2", "dds:n_samples=2,steps=2", "smc"], n_images=1, prior=prior)
+    for r in rows[:2]:
+        assert r["K"] == 2 and r["ref"] == [reference_coverage(2, p) for p in (0.5, 0.9, 0.95)]
+        assert all(0.0 <= c <= 1.0 for c in r["cov"]) and math.isfinite(r["psnr"])
+        assert r["evals"] == 2 * 2 * test_volumes(1).shape[2]  # steps x samples x slices
+    assert rows[2]["skipped"] == "a 2D sampler"
+    with pytest.raises(ValueError, match="test volumes only"):
+        run(["ct3d8"], ["mbir:n_samples=2,steps=2"], n_images=1, prior=prior, image_set="tuning")
+
+
 def test_first_image_extends_a_row_and_tempering_specs_parse():
     """--first-image 1 reproduces image 1 of a 2-image run (same image and measurement noise, seed + 1), on test
     and tuning images; temper_* keys reach the SMC's tempering; the SMC spec without keys is the class default (the preset)."""

@@ -43,8 +43,11 @@ therefore also gives the coverage over the pixels whose truth lies strictly insi
 Samplers (``--methods`` specs ``name:key=value,...``): ``smc`` (:class:`invdiff.solvers.SMC`, ``K = particles``
 samples, one batched network call per step for all particles; ``moves=n`` and ``move_step``, ``move_jacobian``,
 ``move_max_sigma``, ``move_always`` add the Langevin rejuvenation of :mod:`invdiff.solvers.smc_moves`), ``dps`` and ``dds`` (``n_samples`` independent
-runs, batched through the prior). DiffusionMBIR needs a volume (TV along z), so it does not apply to these 2D
-tasks; with its TV weight 0 it is DDS. Seconds are wall time per image on whatever else shares the machine.
+runs, batched through the prior) and ``mbir`` (:class:`invdiff.solvers.DiffusionMBIR`, ``n_samples`` independent
+runs, 100 steps unless ``steps`` is given). DiffusionMBIR needs a volume (TV along z): on a volume task
+(``--tasks ct3d8``) each "image" is one held-out ellipsoid slab (:func:`invdiff.bench.tasks.test_volumes`) and
+coverage counts its voxels; ``dds`` and ``dps`` run there slice by slice, ``smc`` (a 2D sampler) is skipped, and on
+the 2D tasks ``mbir`` is. Seconds are wall time per image on whatever else shares the machine.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from torch import Tensor
 from invdiff.bench.counting import CountingDenoiser
 from invdiff.bench.machine import DEFAULT_PRIOR, load_prior
 from invdiff.bench.report import emit_markdown
-from invdiff.bench.tasks import get_task, measure, test_images, tuning_images
+from invdiff.bench.tasks import get_task, measure, test_images, test_volumes, tuning_images
 from invdiff.metrics import central_intervals, psnr
 
 __all__ = ["LEVELS", "reference_coverage", "interval_coverage", "Spec", "parse_spec", "run", "table", "main"]
@@ -185,18 +188,20 @@ def build_smc(prior, kw: dict):
 
 def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, dict]:
     """``(K, 1, ...)`` samples for one measurement, ``K``, and the SMC diagnostics (resampling steps, final ESS)."""
-    from invdiff.solvers import DDS, DPS
+    from invdiff.solvers import DDS, DPS, DiffusionMBIR
 
     kw = dict(spec.kw)
     if spec.name == "smc":
         solver = build_smc(prior, {**SMC_DEFAULTS, **kw})
         K = solver.particles
-    elif spec.name in ("dps", "dds"):
+    elif spec.name in ("dps", "dds", "mbir"):
+        if spec.name == "mbir" and y.ndim != 5:
+            raise ValueError(f"mbir: DiffusionMBIR needs a volume measurement (B, C, D, ...), got shape {tuple(y.shape)}")
         K = kw.pop("n_samples", 8)
         kw.setdefault("steps", 100)
-        solver = (DPS if spec.name == "dps" else DDS)(prior, **kw)
+        solver = {"dps": DPS, "dds": DDS, "mbir": DiffusionMBIR}[spec.name](prior, **kw)
     else:
-        raise ValueError("mbir: DiffusionMBIR needs a volume (B, C, D, H, W); these tasks are 2D images")
+        raise ValueError(f"sampler: expected one of smc, dps, dds, mbir, got {spec.name!r}")
     r = solver.reconstruct(y, op, n_samples=K, seed=seed, progress=False)
     info = {}
     if "resampled" in r.info:
@@ -217,17 +222,26 @@ def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_se
         raise ValueError(f"image_set: expected 'test' or 'tuning', got {image_set!r}")
     if isinstance(first, bool) or not isinstance(first, int) or first < 0:
         raise ValueError(f"first: expected a non-negative image index, got {first!r}")
-    x_all = test_images(first + n_images, shepp=False) if image_set == "test" else tuning_images(first + n_images)
-    x = x_all[first:]  # the measurements of images first.. are those of a run over all first + n_images
     seed = seed + first
-    inner = (x > 0) & (x < 1)
     rows = []
     for tname in task_names:
-        op = get_task(tname).operator()
+        task = get_task(tname)
+        if task.volume and image_set != "test":
+            raise ValueError(f"image_set: volume task {tname!r} has held-out test volumes only, got {image_set!r}")
+        if task.volume:  # held-out ellipsoid slabs (invdiff.bench.tasks.test_volumes), one volume per "image"
+            x_all = test_volumes(first + n_images, depth=task.img_size[1], size=task.img_size[-1])
+        else:
+            x_all = test_images(first + n_images, shepp=False) if image_set == "test" else tuning_images(first + n_images)
+        x = x_all[first:]  # the measurements of images first.. are those of a run over all first + n_images
+        inner = (x > 0) & (x < 1)
+        op = task.operator()
         y = measure(op, x_all, seed=noise_seed)[first:]
         for spec in specs:
-            if spec.name == "mbir":
+            if spec.name == "mbir" and not task.volume:
                 rows.append({"task": tname, "method": spec.label, "skipped": "needs a volume (TV along z)"})
+                continue
+            if spec.name == "smc" and task.volume:
+                rows.append({"task": tname, "method": spec.label, "skipped": "a 2D sampler"})
                 continue
             samples, seconds, infos = [], [], []
             prior.reset()
