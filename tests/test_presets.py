@@ -49,6 +49,9 @@ RECORDED_TASKS_1000 = {
     ("reddiff", "inpaint"): {"steps": 1000, "lr": 0.1, "lam": 0.25},
     ("dps", "deblur"): {"steps": 1000, "step_size": 1.0},
     ("reddiff", "deblur"): {"steps": 1000, "lr": 0.1, "lam": 0.015625},
+    # "DPS and RED-Diff at 1000 calls on MRI"
+    ("dps", "mri"): {"steps": 1000, "step_size": 1.0},
+    ("reddiff", "mri"): {"steps": 1000, "lr": 0.1, "lam": 0.0625},
 }
 
 
