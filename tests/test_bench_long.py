@@ -111,8 +111,9 @@ AT_100 = {"dps": {"step_size": 0.1}, "reddiff": {"lr": 0.1, "lam": 0.25}, "dinv-
 AT_1000 = {"dps": {"step_size": 0.03}, "reddiff": {"lr": 0.1, "lam": 16.0}, "dinv-dps": {"weight": 30.0}}
 # the per-task presets of DPS and RED-Diff, tuned at 1000 calls on their group's task ("DPS and RED-Diff per task at
 # 1000 calls"); the other groups run AT_1000
-AT_1000_GROUP = {"dps": {"inpaint": {"step_size": 0.1}, "deblur": {"step_size": 1.0}},
-                 "reddiff": {"inpaint": {"lr": 0.1, "lam": 0.25}, "deblur": {"lr": 0.1, "lam": 0.015625}}}
+AT_1000_GROUP = {"dps": {"inpaint": {"step_size": 0.1}, "deblur": {"step_size": 1.0}, "mri": {"step_size": 1.0}},
+                 "reddiff": {"inpaint": {"lr": 0.1, "lam": 0.25}, "deblur": {"lr": 0.1, "lam": 0.015625},
+                             "mri": {"lr": 0.1, "lam": 0.0625}}}
 
 
 @pytest.mark.parametrize("key", sorted(AT_100))
