@@ -32,20 +32,24 @@ def test_a_saved_part_is_read_back_only_with_the_same_key_and_resume(tmp_path):
     assert p.load(100, "ct16", ("dds", "tv"), None) is None  # unreadable: run again
 
 
-def test_source_id_is_the_checkout_commit():
+def test_source_id_is_the_package_tree():
+    """The key's source is the package's git tree (not the commit: a commit of documents leaves it alone), marked
+    when the package has uncommitted changes."""
     import subprocess
     from pathlib import Path
 
     import invdiff
 
-    root = Path(invdiff.__file__).parent
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root)
-    if head.returncode != 0:
+    pkg = Path(invdiff.__file__).parent
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=pkg)
+    if commit.returncode != 0:
         assert source_id() == "unknown"
         return
+    tree = subprocess.run(["git", "ls-tree", "HEAD", pkg.name], capture_output=True, text=True, cwd=pkg.parent)
     sid = source_id()
-    assert sid.split("+diff.")[0] == head.stdout.strip()
-    dirty = subprocess.run(["git", "diff", "HEAD", "--quiet", "--", "."], cwd=root.parent).returncode != 0
+    assert sid.split("+diff.")[0] == tree.stdout.split()[2]  # "<mode> tree <sha>\tinvdiff"
+    assert sid.split("+diff.")[0] != commit.stdout.strip()
+    dirty = subprocess.run(["git", "diff", "HEAD", "--quiet", "--", "."], cwd=pkg).returncode != 0
     assert ("+diff." in sid) == dirty
 
 

@@ -4,8 +4,9 @@ The full benchmark takes about two hours on two idle cores. Each (section, task)
 once, atomically, to ``OUT/parts/nfe{N}_{task}.json``:
 
 * its **key**: everything that decides its rows, i.e. task, methods, test images, NFE, the images kept by the
-  long section, prior, device, seed, and the source (the invdiff git commit, plus a hash of the uncommitted
-  diff when the working tree has changes);
+  long section, prior, device, seed, and the source: the git tree of the ``invdiff`` package, plus a hash of its
+  uncommitted diff when it has changes. Commits that touch only documents, notes or benchmark records leave the
+  key alone, so they can be made while a long run is going on;
 * its **result**: rows, per-image rows, skipped entries and log lines.
 
 ``invdiff bench --resume`` reads the parts whose key equals the new run's and runs only the other tasks. A part
@@ -26,17 +27,17 @@ __all__ = ["Parts", "source_id"]
 
 
 def source_id() -> str:
-    """The invdiff git commit, with ``+diff.<sha1 of git diff HEAD>`` when the tree has uncommitted changes;
-    ``"unknown"`` outside a git checkout."""
+    """The git tree of the ``invdiff`` package at HEAD (``git rev-parse HEAD:./`` in the package folder), with
+    ``+diff.<sha1 of git diff HEAD>`` of the package when it has uncommitted changes; ``"unknown"`` outside a git
+    checkout."""
     import invdiff
 
-    cwd = Path(invdiff.__file__).parent
+    pkg = Path(invdiff.__file__).parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=cwd)
+        rev = subprocess.run(["git", "rev-parse", "HEAD:./"], capture_output=True, text=True, timeout=10, cwd=pkg)
         if rev.returncode != 0:
             return "unknown"
-        diff = subprocess.run(["git", "diff", "HEAD", "--", "."], capture_output=True, timeout=30,
-                              cwd=cwd.parent)
+        diff = subprocess.run(["git", "diff", "HEAD", "--", "."], capture_output=True, timeout=30, cwd=pkg)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     out = rev.stdout.strip()
@@ -101,6 +102,4 @@ def _plain(value):
     """JSON for the numbers of a row that are not Python's own (numpy and torch scalars, small tensors)."""
     if hasattr(value, "tolist"):
         return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
     raise TypeError(f"a benchmark row holds a {type(value).__name__}, which a part file cannot store")

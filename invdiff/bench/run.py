@@ -208,15 +208,17 @@ def run_sections(sections: list[Section], n_images: int, prior_spec, device: str
     args = [(work[i][1], list(sections[work[i][0]].methods), n_images, sections[work[i][0]].nfe, prior_spec, device,
              seed, sections[work[i][0]].keep_images) for i in order]
 
-    def finished(i: int, res) -> None:
+    def finished(i: int, res, logged: bool = False) -> None:
+        """Keep task ``i``'s result (and write its part); ``logged``: its lines were logged as it ran."""
         si, t = work[i]
         sec = sections[si]
         if isinstance(res, TaskFailure):
             done[i] = ([], [], [f"{t} / all methods (NFE {sec.nfe}): {res}"], [])
-        else:
-            done[i] = tuple(res)
-            if parts is not None:
-                parts.save(sec.nfe, t, sec.methods, sec.keep_images, done[i])
+            return
+        rows, per_image, skipped, lines = res
+        if parts is not None:
+            parts.save(sec.nfe, t, sec.methods, sec.keep_images, (rows, per_image, skipped, lines))
+        done[i] = (rows, per_image, skipped, [] if logged else lines)
 
     if jobs <= 1:
         prior = load_prior(prior_spec, device) if prior is None else prior
@@ -229,8 +231,7 @@ def run_sections(sections: list[Section], n_images: int, prior_spec, device: str
 
             rows, per_image, skipped = run_benchmark([a[0]], a[1], n_images=n_images, nfe=a[3], prior=prior,
                                                      device=device, seed=seed, log=live, keep_images=a[7])
-            finished(i, (rows, per_image, skipped, lines))
-            done[i] = (rows, per_image, skipped, [])  # already logged
+            finished(i, (rows, per_image, skipped, lines), logged=True)
     elif args:
         from invdiff.distributed.ray_tasks import ray_session, run_tasks
 

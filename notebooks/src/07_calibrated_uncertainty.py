@@ -84,22 +84,16 @@ print("PSNR of the ensemble mean on the test images:",
 # %% [markdown]
 # ## How often do the raw intervals hold the truth?
 #
-# `r.intervals(level)` gives the samples' central interval per pixel; the coverage is the fraction
-# of pixels whose truth lies inside. Even exact samples fall a little short with few of them: with
+# `r.intervals(level)` gives the samples' central interval per pixel; the coverage,
+# `metrics.coverage(samples, truth, level)`, is the fraction of pixels whose truth lies inside. Even exact samples fall a little short with few of them: with
 # `K` samples the expected coverage of the interpolated `p`-interval is about `p (K - 1) / (K + 1)`
 # (the "K exact samples" row).
 
 # %%
 LEVELS = (0.5, 0.9, 0.95)
-
-
-def coverage_of(lo, hi, truth):
-    return float(((truth >= lo) & (truth <= hi)).double().mean())
-
-
 print(f"{'level':>24s}" + "".join(f"{p:>8.2f}" for p in LEVELS))
 print(f"{f'{K} exact samples (ideal)':>24s}" + "".join(f"{p * (K - 1) / (K + 1):8.2f}" for p in LEVELS))
-raw = [coverage_of(*r_test.intervals(p), x_test) for p in LEVELS]
+raw = [metrics.coverage(r_test.samples, x_test, level=p) for p in LEVELS]
 print(f"{'raw DDS intervals':>24s}" + "".join(f"{c:8.2f}" for c in raw))
 
 # %% [markdown]
@@ -126,12 +120,11 @@ cals = {p: conformal.calibrate(r_cal.samples, x_cal, level=p, method="plug-in") 
 print(f"{'level':>24s}" + "".join(f"{p:>8.2f}" for p in LEVELS))
 print(f"{'scale lambda':>24s}" + "".join(f"{cals[p].scale:8.2f}" for p in LEVELS))
 print(f"{'calibration images':>24s}" + "".join(f"{cals[p].calibration_coverage:8.2f}" for p in LEVELS))
-calibrated = [coverage_of(*r_test.intervals(calibration=cals[p]), x_test) for p in LEVELS]
+per_image = {p: cals[p].coverage(r_test.samples, x_test) for p in LEVELS}  # pixels inside, per test image
 print(f"{'test images, raw':>24s}" + "".join(f"{c:8.2f}" for c in raw))
-print(f"{'test images, calibrated':>24s}" + "".join(f"{c:8.2f}" for c in calibrated))
+print(f"{'test images, calibrated':>24s}" + "".join(f"{float(per_image[p].mean()):8.2f}" for p in LEVELS))
 for p in LEVELS:
-    per_image = cals[p].coverage(r_test.samples, x_test)
-    print(f"  {p:.2f}: per test image {[round(float(c), 3) for c in per_image]}")
+    print(f"  {p:.2f}: per test image {[round(float(c), 3) for c in per_image[p]]}")
 
 # %% [markdown]
 # The scale is about the same at every level (in the benchmark, 2.1-3.4 for DDS): the runs' spread
@@ -144,10 +137,9 @@ for p in LEVELS:
 
 # %%
 grid = torch.linspace(0.1, 0.95, 12).tolist()
-raw_curve = [coverage_of(*r_test.intervals(p), x_test) for p in grid]
-cal_curve = [coverage_of(*r_test.intervals(calibration=conformal.calibrate(r_cal.samples, x_cal, level=p,
-                                                                           method="plug-in")), x_test)
-             for p in grid]
+raw_curve = [metrics.coverage(r_test.samples, x_test, level=p) for p in grid]
+cal_curve = [float(conformal.calibrate(r_cal.samples, x_cal, level=p, method="plug-in")
+                   .coverage(r_test.samples, x_test).mean()) for p in grid]
 fig, ax = plt.subplots(figsize=(4, 3.6))
 ax.plot([0, 1], [0, 1], "k:", lw=1, label="nominal")
 ax.plot(grid, [p * (K - 1) / (K + 1) for p in grid], "0.6", lw=1, label=f"{K} exact samples")
