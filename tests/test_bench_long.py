@@ -111,9 +111,10 @@ AT_100 = {"dps": {"step_size": 0.1}, "reddiff": {"lr": 0.1, "lam": 0.25}, "dinv-
 AT_1000 = {"dps": {"step_size": 0.03}, "reddiff": {"lr": 0.1, "lam": 16.0}, "dinv-dps": {"weight": 30.0}}
 # the per-task presets of DPS and RED-Diff, tuned at 1000 calls on their group's task ("DPS and RED-Diff per task at
 # 1000 calls"); the other groups run AT_1000
-AT_1000_GROUP = {"dps": {"inpaint": {"step_size": 0.1}, "deblur": {"step_size": 1.0}, "mri": {"step_size": 1.0}},
+AT_1000_GROUP = {"dps": {"inpaint": {"step_size": 0.1}, "deblur": {"step_size": 1.0}, "mri": {"step_size": 1.0},
+                         "sr": {"step_size": 1.0}},
                  "reddiff": {"inpaint": {"lr": 0.1, "lam": 0.25}, "deblur": {"lr": 0.1, "lam": 0.015625},
-                             "mri": {"lr": 0.1, "lam": 0.0625}}}
+                             "mri": {"lr": 0.1, "lam": 0.0625}, "sr": {"lr": 0.1, "lam": 0.25}}}
 
 
 @pytest.mark.parametrize("key", sorted(AT_100))
@@ -121,7 +122,7 @@ def test_each_budget_runs_the_values_tuned_at_it(key):
     """DPS and RED-Diff's presets hold their 1000-call values (per task group where one was tuned); the benchmark's
     100-call rows (and the quick run's 20, and the tests' few calls: the nearest tuned budget is 100) keep the values
     tuned at 100 calls, for every group."""
-    for group in ("default", "ct", "mri", "inpaint", "deblur"):
+    for group in ("default", "ct", "ct-limited", "mri", "inpaint", "deblur", "sr"):
         for nfe in (1, 20, 100, 300):
             assert hparams_at(key, group, nfe) == AT_100[key], (group, nfe)
         for nfe in (400, 1000, 5000):

@@ -52,6 +52,9 @@ RECORDED_TASKS_1000 = {
     # "DPS and RED-Diff at 1000 calls on MRI"
     ("dps", "mri"): {"steps": 1000, "step_size": 1.0},
     ("reddiff", "mri"): {"steps": 1000, "lr": 0.1, "lam": 0.0625},
+    # "DPS and RED-Diff at 1000 calls on sr4 and ct-limited90" (ct-limited90: the defaults won, no entry)
+    ("dps", "sr"): {"steps": 1000, "step_size": 1.0},
+    ("reddiff", "sr"): {"steps": 1000, "lr": 0.1, "lam": 0.25},
 }
 
 

@@ -19,8 +19,8 @@ DiffusionMBIR on its own 3D tuning volume (seed 777102). Each solver has a ``"de
 (:data:`TASKS`) tuned on that group's task: DDS has ``"inpaint"`` and ``"deblur"`` (tuned on 2 tuning
 images of ``inpaint70`` / ``deblur``, checked on 4 more) and ``"ct-limited"`` (the default with ``clip_x0``: the
 first 2-image winner, ``eta`` 1 with ``lambda_`` 3, lost on further tuning images); DPS and RED-Diff have
-``"inpaint"``, ``"deblur"`` and ``"mri"`` (tuned at their 1000 steps on 2 tuning images of ``inpaint70`` /
-``deblur`` / ``mri4-random``, checked on 2 more). :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
+``"inpaint"``, ``"deblur"``, ``"mri"`` and ``"sr"`` (tuned at their 1000 steps on 2 tuning images of ``inpaint70`` /
+``deblur`` / ``mri4-random`` / ``sr4``, checked on 2 more; on ``ct-limited90`` their defaults won). :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
 was tuned on and :attr:`Preset.grid` what was tried. The grids and every score are in
 ``benchmarks/TUNING.md``. A class takes the task as an argument::
 
@@ -51,11 +51,11 @@ from typing import Any, Mapping
 
 from invdiff.solvers.presets import daps, dds, diffpir, dps, mbir, reddiff, smc, tv
 from invdiff.solvers.presets.provenance import (CT16_1000, CT16_TUNING, CT_LIMITED90, DEBLUR, INPAINT70, MRI4,
-                                                SIGMA_MAX, SIGMA_MIN, TASK_1000, TASK_TUNING, TASKS, TUNING_RECORD, Preset,
+                                                SR4, SIGMA_MAX, SIGMA_MIN, TASK_1000, TASK_TUNING, TASKS, TUNING_RECORD, Preset,
                                                 task_tuning)
 
 __all__ = ["CT16_1000", "CT16_TUNING", "CT_LIMITED90", "DEBLUR", "INPAINT70", "MRI4", "PAPER", "PRESETS", "Preset",
-           "SIGMA_MAX", "SIGMA_MIN", "TASKS", "TASK_1000", "TASK_TUNING", "TUNING_RECORD", "fill", "preset", "resolve",
+           "SR4", "SIGMA_MAX", "SIGMA_MIN", "TASKS", "TASK_1000", "TASK_TUNING", "TUNING_RECORD", "fill", "preset", "resolve",
            "task_tuning", "tuned_tasks"]
 
 PRESETS: dict[str, dict[str, Preset]] = {

@@ -42,6 +42,7 @@ CT_LIMITED90 = ("ct-limited90: limited-angle parallel-beam CT, 60 views over 90 
 INPAINT70 = "inpaint70: 70 % of the pixels missing at random, noise std 0.01"
 DEBLUR = "deblur: Gaussian blur of std 2 px, noise std 0.01"
 MRI4 = "mri4-random: single-coil MRI, 4x random Cartesian lines with 8 % at the centre, noise std 0.01"
+SR4 = "sr4: 4x super-resolution, mean of each 4 x 4 pixel block, noise std 0.01"
 
 
 @dataclass(frozen=True)
