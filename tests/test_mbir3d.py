@@ -245,7 +245,8 @@ def test_mbir_same_seed_same_result(mode):
 def test_mbir_tv_off_is_plain_slice_wise_dds():
     """tv_weight = 0: the same loop with CG data consistency only; DiffusionMBIR's fast mode is DDS on volumes."""
     x, op, y = _volume_problem(D=4)
-    kw = dict(steps=8, cg_iters=5, eta=0.85, gamma=math.inf, tv_weight=0.0, schedule="vp", tail_average=1)
+    kw = dict(steps=8, cg_iters=5, eta=0.85, gamma=math.inf, tv_weight=0.0, schedule="vp", tail_average=1,
+              sigma_max=2.0)  # stated: DDS's preset sets its own (1.0), DiffusionMBIR's leaves the prior's
     a = DiffusionMBIR(gauss_prior(), mode="dds", **kw).reconstruct(y, op, seed=1, progress=False)
     b = DDS(gauss_prior(), **kw).reconstruct(y, op, seed=1, progress=False)
     assert torch.equal(a.mean, b.mean)

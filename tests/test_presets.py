@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The tuned values as benchmarks/TUNING.md records them, written out by hand: the
 # class defaults must equal these, not merely whatever the presets module holds.
 RECORDED = {
-    "dds": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2},
+    "dds": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
+            "sigma_max": 1.0},
     "dps": {"steps": 1000, "step_size": 0.03},  # tuned at 1000 steps (0.1 at 100: HPARAMS_AT_NFE[100])
     "reddiff": {"steps": 1000, "lr": 0.1, "lam": 16.0},  # tuned at 1000 steps (lam 0.25 at 100)
     "mbir": {"mode": "dds", "tv_weight": 0.8, "rho": 10.0, "gamma": math.inf, "cg_iters": 5, "eta": 0.85},
@@ -35,11 +36,13 @@ RECORDED = {
 # The per-task DDS presets of benchmarks/TUNING.md ("Per-task tuning"), written out by hand.
 RECORDED_TASKS = {
     "ct-limited": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
-                   "clip_x0": True},
+                   "clip_x0": True, "sigma_max": 1.0},
+    "mri": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
+            "sigma_max": 0.5},
     "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
-                "sigma_min": 0.02},
+                "sigma_min": 0.02, "sigma_max": 10.0},
     "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
-               "clip_x0": True},
+               "clip_x0": True, "sigma_max": 1.0},
 }
 
 # The per-task DPS and RED-Diff presets (1000 steps) of benchmarks/TUNING.md ("DPS and RED-Diff per task at 1000
@@ -308,7 +311,12 @@ def test_sigma_defaults_live_in_one_place():
     levels = []
     solvers.DDS(D, steps=4).reconstruct(op.A(torch.rand(1, 1, 8, 8)), op, progress=False,
                                         callback=lambda d: levels.append(d["sigma"]))
-    assert math.isclose(levels[0], SIGMA_MAX) and math.isclose(levels[-1], SIGMA_MIN)
+    # DDS's presets set its first level (sigma_max, tuned); the last is the prior's range's, here SIGMA_MIN
+    assert math.isclose(levels[0], preset("dds").params["sigma_max"]) and math.isclose(levels[-1], SIGMA_MIN)
+    levels.clear()
+    solvers.DDS(D, steps=4, schedule="vp").reconstruct(op.A(torch.rand(1, 1, 8, 8)), op, progress=False,
+                                                       callback=lambda d: levels.append(d["sigma"]))
+    assert math.isclose(levels[0], preset("dds").params["sigma_max"], rel_tol=1e-6)  # the vp chain, capped there
     assert presets.fill({"a": None, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"a": 1, "b": 2, "c": 4}
 
 

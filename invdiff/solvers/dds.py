@@ -65,6 +65,7 @@ class DDSConfig:
     noise_std: float | None = None
     tail_average: int | float = 1
     clip_x0: bool = False
+    sigma_max: float | None = None
 
     def __post_init__(self):
         put = partial(object.__setattr__, self)
@@ -74,27 +75,34 @@ class DDSConfig:
         inf = g is None or (isinstance(g, (int, float)) and not isinstance(g, bool) and g == math.inf)
         put("gamma", math.inf if inf else check_positive_float("gamma", g))
         put("schedule", check_choice("schedule", self.schedule, SCHEDULES))
-        for name in ("sigma_min", "lambda_", "noise_std"):
+        for name in ("sigma_min", "lambda_", "noise_std", "sigma_max"):
             if getattr(self, name) is not None:
                 put(name, check_positive_float(name, getattr(self, name)))
         put("tail_average", check_tail_average(self.tail_average, self.steps))
         put("clip_x0", bool(self.clip_x0))
         if self.sigma_min is not None and self.schedule != "karras":
             raise ValueError(f"sigma_min: only the 'karras' schedule takes it, got schedule={self.schedule!r}")
+        if self.sigma_min is not None and self.sigma_max is not None and not self.sigma_max > self.sigma_min:
+            raise ValueError(f"sigma_max: expected a value above sigma_min={self.sigma_min!r}, got {self.sigma_max!r}")
 
     def sigmas(self, prior) -> tuple[list[float], float]:
         """Noise levels (decreasing, ending in 0) and the scale of the starting noise.
 
         ``"vp"``: DDPM's linear-beta chain respaced to ``steps`` (as the official code), capped at the
-        prior's ``sigma_max``; start ``sqrt(1 + sigma_0^2) n`` (the VP chain's ``N(0, I)``).
-        ``"karras"``: EDM's schedule over ``[sigma_min, sigma_max]`` (``sigma_min`` defaults to the
-        prior's); start ``sigma_0 n``. The last step denoises at ``sigma_min``, so a larger ``sigma_min``
-        ends on a Tweedie estimate (a conditional mean) rather than on a near-noiseless sample.
+        prior's ``sigma_max`` (and at ``sigma_max`` when set); start ``sqrt(1 + sigma_0^2) n`` (the VP chain's
+        ``N(0, I)``).
+        ``"karras"``: EDM's schedule over ``[sigma_min, sigma_max]`` (each defaults to the prior's); start
+        ``sigma_0 n``. The last step denoises at ``sigma_min``, so a larger ``sigma_min`` ends on a Tweedie
+        estimate (a conditional mean) rather than on a near-noiseless sample. A ``sigma_max`` below the
+        prior's starts the chain at that noise level from pure noise and spends every step below it: where the
+        measurement fixes the coarse image (deblurring, limited-angle CT) the data step at the first levels
+        overrides the start, and the steps the prior's full range would spend above it go to finer levels.
         """
         if self.schedule == "vp":
-            sig = vp_chain_sigmas(self.steps, sigma_max=getattr(prior, "sigma_max", None))
+            caps = [c for c in (getattr(prior, "sigma_max", None), self.sigma_max) if c is not None]
+            sig = vp_chain_sigmas(self.steps, sigma_max=min(caps) if caps else None)
             return sig.tolist(), math.sqrt(1 + float(sig[0]) ** 2)
-        lo, hi = sigma_range(prior, self.sigma_min)
+        lo, hi = sigma_range(prior, self.sigma_min, self.sigma_max)
         sig = karras_sigmas(self.steps, lo, hi)
         return sig.tolist(), float(sig[0])
 
@@ -269,6 +277,11 @@ class DDS(DDSLoop):
     sigma_min : float, optional
         Last noise level of the ``"karras"`` schedule (default: the prior's ``sigma_min``); the output
         is the data-consistent Tweedie estimate at this level.
+    sigma_max : float, optional
+        First noise level (default: the prior's ``sigma_max``); the chain starts from pure noise there. Not in
+        the DDS paper (an invdiff option, :meth:`DDSConfig.sigmas`): below the prior's, the steps concentrate
+        on the noise levels where the measurement leaves the image undecided (the ``"deblur"`` and
+        ``"ct-limited"`` presets).
     lambda_ : float, optional
         Noise-aware proximal weight after DiffPIR (Zhu et al., CVPR 2023): when given, ``gamma`` is
         replaced at every step by ``gamma_t = sigma_t^2 / (lambda_ sigma_y^2)`` (the data term
@@ -303,15 +316,16 @@ class DDS(DDSLoop):
                  gamma: float | None = None, tv_weight: float = 0.0, rho: float = 10.0, schedule: str | None = None,
                  clip_x0: bool | None = None, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
                  noise_std: float | None = None, tail_average: int | float | None = None, task: str = "default",
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, sigma_max: float | None = None):
         super().__init__(check_prior(prior), device=device)
         kw = resolve("dds", dict(steps=steps, eta=eta, cg_iters=cg_iters, schedule=schedule, lambda_=lambda_,
-                                 tail_average=tail_average, sigma_min=sigma_min, clip_x0=clip_x0), task)
+                                 tail_average=tail_average, sigma_min=sigma_min, clip_x0=clip_x0, sigma_max=sigma_max),
+                     task)
         self.task = task
         if gamma is not None and lambda_ is None:  # an explicit constant data weight replaces the preset's lambda_
             kw["lambda_"] = None
         self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], kw["sigma_min"], kw["lambda_"], noise_std,
-                                kw["tail_average"], bool(kw["clip_x0"]))
+                                kw["tail_average"], bool(kw["clip_x0"]), kw["sigma_max"])
         self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
         self.tv_weight = check_positive_float("tv_weight", tv_weight, allow_zero=True)
         self.rho = check_positive_float("rho", rho)
@@ -321,6 +335,11 @@ class DDS(DDSLoop):
     def sigma_min(self) -> float | None:
         """``config.sigma_min``: last noise level of the ``"karras"`` schedule (``None``: the prior's)."""
         return self.config.sigma_min
+
+    @property
+    def sigma_max(self) -> float | None:
+        """``config.sigma_max``: first noise level of the schedule (``None``: the prior's)."""
+        return self.config.sigma_max
 
     def _sample(self, y: Tensor, op, generator: torch.Generator, progress: bool,
                 callback: Callable[[dict], None] | None) -> Tensor:

@@ -115,7 +115,8 @@ class DiffusionMBIR(DDSLoop):
         (``|x - x0_hat|^2 / (2 gamma_t)``) instead of letting the TV state ``z - u`` replace it there.
     sigma_min, sigma_max : float, optional
         Noise range of ``mode="pc"`` (default: the prior's, else :data:`invdiff.solvers.presets.SIGMA_MIN`
-        and ``SIGMA_MAX``).
+        and ``SIGMA_MAX``). ``sigma_max``, when given, is also the first level of ``mode="dds"`` (as
+        :class:`DDS`'s ``sigma_max``; unlike DDS's presets, DiffusionMBIR's leaves it at the prior's).
     chunk : int
         Slices per network call.
     spacing : (dz, dy, dx), optional
@@ -143,7 +144,8 @@ class DiffusionMBIR(DDSLoop):
         values = tuned if mode == "dds" else {**tuned, **PAPER["mbir"]}
         kw = fill(dict(steps=steps, tv_weight=tv_weight, rho=rho, cg_iters=cg_iters, eta=eta, gamma=gamma), values)
         # the DDS settings (eta, gamma, schedule, lambda_, ...) are checked in every mode; mode="dds" uses them
-        self.config = DDSConfig(kw["steps"], kw["eta"], kw["gamma"], schedule, None, lambda_, noise_std, tail_average)
+        self.config = DDSConfig(kw["steps"], kw["eta"], kw["gamma"], schedule, None, lambda_, noise_std, tail_average,
+                                sigma_max=sigma_max)
         if (self.lambda_ is not None or self.tail_average > 1) and mode != "dds":
             raise ValueError(f"lambda_, tail_average: only mode='dds' takes them, got mode={mode!r}")
         self.tv_weight = check_positive_float("tv_weight", kw["tv_weight"], allow_zero=True)

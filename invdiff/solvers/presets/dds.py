@@ -1,20 +1,28 @@
-"""DDS presets (:class:`invdiff.solvers.DDS`): the ct16 default and the ct-limited, inpaint and deblur
-entries."""
+"""DDS presets (:class:`invdiff.solvers.DDS`): the ct16 default and the ct-limited, mri, inpaint and deblur
+entries.
+
+``sigma_max`` (the schedule's first noise level; the prior's is 10) was tuned last, on every group at once
+(benchmarks/TUNING.md, "DDS: where the schedule starts"): 1.0 on ct16, ct-limited90 and deblur, 0.5 on
+mri4-random; on inpaint70 no value below the prior's helped, so that entry states the shipped prior's own (10).
+"""
 
 from __future__ import annotations
 
-from invdiff.solvers.presets.provenance import CT16_TUNING, CT_LIMITED90, DEBLUR, INPAINT70, Preset, task_tuning
+from invdiff.solvers.presets.provenance import CT16_TUNING, CT_LIMITED90, DEBLUR, INPAINT70, MRI4, Preset, task_tuning
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         "dds", "default",
-        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2},
-        tuned_on=CT16_TUNING + "; 3-4 tuning images",
+        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
+         "sigma_max": 1.0},
+        tuned_on=CT16_TUNING + "; 3-4 tuning images; sigma_max on 2, checked on tuning_images(4)[2:]",
         grid="schedule vp/karras; gamma 0.1/1/10/inf; eta 0.5/0.7/0.85/1.0; cg_iters 3/5/10/20/50; "
-             "sigma_min 0.002/0.02/0.05/0.1; lambda_ 0.3/1/3; tail average 1/20 steps",
-        measured="35.03 dB on 4 tuning images (official settings, vp schedule: 29.68 on 3); "
+             "sigma_min 0.002/0.02/0.05/0.1; lambda_ 0.3/1/3; tail average 1/20 steps; then sigma_max 10 (the "
+             "prior's) / 5 / 2 / 1 / 0.7 / 0.5 on 2 tuning images: 36.61 / 35.66 / 37.45 / 39.02 / 37.95 / 37.75 dB",
+        measured="35.03 dB on 4 tuning images before sigma_max (official settings, vp schedule: 29.68 on 3); "
                  "35.26 dB on the 8 ct16 test images (benchmarks/CT16.md), re-measured as DDS(prior): 35.27 "
-                 "(PAPER['dds'] on the same measurement: 31.05)",
+                 "(PAPER['dds'] on the same measurement: 31.05); sigma_max 1.0 against the prior's 10: 39.02 / 35.34 "
+                 "against 36.61 / 34.21 dB on the 2 tuning / 2 further tuning images",
         notes="gamma is unused while lambda_ is set (gamma_t = sigma_t^2 / (lambda_ sigma_y^2)); passing gamma "
               "without lambda_ switches lambda_ off."),
     # Per-task entries (issue 11): tuned on 2 tuning images of the group's benchmark task, 100 network calls, then
@@ -23,37 +31,53 @@ PRESETS: dict[str, Preset] = {
     "ct-limited": Preset(
         "dds", "ct-limited",
         {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
-         "clip_x0": True},
+         "clip_x0": True, "sigma_max": 1.0},
         tuned_on=task_tuning(CT_LIMITED90, checked_on="tuning_images(4)[2:]"),
         grid="on 2 tuning images, coordinate search from the default: lambda_ 1/0.3/3/10 (36.86/34.48/36.96/35.89), "
              "eta at lambda_ 3 0.85/0.7/1.0 (36.96/36.70/38.48), tail_average at eta 1 0.2/1/0.4 (38.48/37.90/35.96); "
              "tail_average 0.4/0.6 (34.43/30.98); clip_x0 (37.54), clip_x0 with eta 1 (38.95). On 2 further tuning "
              "images: the default 30.53, clip_x0 31.09, clip_x0 with eta 1 29.78, eta 1 with lambda_ 3 27.12 "
-             "(with clip_x0 27.26)",
-        measured="37.54 / 31.09 dB on the 2 / 2 further tuning images (the default: 36.86 / 30.53; deepinv DiffPIR "
-                 "lambda_ 1, zeta 1: 35.90 on the first 2); on the 4 ct-limited90 test images see benchmarks/TUNING.md"),
+             "(with clip_x0 27.26). Then sigma_max 1 / 2 / 3 / 5 (the prior's: 10): 39.14 / 39.28 / 39.31 / 39.17 dB on "
+             "the 2, and 3 / 1 on the 2 further: 34.29 / 35.39",
+        measured="39.14 / 35.39 dB on the 2 / 2 further tuning images (before sigma_max: 37.54 / 31.09; the default "
+                 "of then: 36.86 / 30.53; deepinv DiffPIR lambda_ 1, zeta 1: 35.90 on the first 2); on the 4 "
+                 "ct-limited90 test images see benchmarks/TUNING.md",
+        notes="sigma_max 1 and 3 tie on the 2 tuning images (0.17 dB apart); 1 leads on the further 2 by 1.1 dB "
+              "and over the 4, and is the default's value."),
     "inpaint": Preset(
         "dds", "inpaint",
         {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
-         "sigma_min": 0.02},
+         "sigma_min": 0.02, "sigma_max": 10.0},
         tuned_on=task_tuning(INPAINT70),
         grid="lambda_ 1/0.3/3/10 (20.96-20.97: the data step is exact at this noise); clip_x0 (20.89); tail_average "
              "0.2/0.4/0.6/0.7/0.8/0.9 (20.97/21.28/22.10/22.07/21.63/21.00); sigma_min 0.01/0.03/0.1 (20.99/20.96/"
              "21.28); at tail 0.6: eta 0.75/0.95 (21.96/22.03), schedule vp (21.25), sigma_min 0.02/0.05 (22.65/"
-             "22.07); eta 1 with tail 0.4/0.8 (21.25/20.63)",
+             "22.07); eta 1 with tail 0.4/0.8 (21.25/20.63); then sigma_max 5 / 3 / 2 / 1 against the prior's 10 (22.65): "
+             "22.69 / 22.45 / 22.26 / 21.86",
         measured="22.65 dB on 2 tuning images (the default: 20.97; deepinv DiffPIR lambda_ 3, zeta 1: 22.07); on 4 "
                  "further tuning images (tuning_images(6)[2:]) 21.43 (the default: 20.53; tail 0.6 alone: 21.44); on "
                  "the 4 inpaint70 test images see benchmarks/TUNING.md"),
     "deblur": Preset(
         "dds", "deblur",
         {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
-         "clip_x0": True},
+         "clip_x0": True, "sigma_max": 1.0},
         tuned_on=task_tuning(DEBLUR, checked_on="tuning_images(6)[2:]"),
         grid="on 2 tuning images: tail_average 0.2/0.4/0.6 (21.83/22.15/22.94); sigma_min 0.01/0.03/0.05/0.1 "
              "(22.25/24.00/24.03/23.08); eta 1 with tail 0.4 (20.63); at sigma_min 0.03: tail 0.4/0.6 (24.07/23.47), "
              "lambda_ 3 (23.42). On 4 further tuning images: the default 23.21, sigma_min 0.03 with tail 0.4 23.38, "
              "tail 0.6 24.02; over all 6, tail 0.6 (23.66) ahead of sigma_min 0.03 with tail 0.4 (23.61); then "
-             "clip_x0 at tail 0.6: 23.18 / 24.12 on the 2 / 4",
-        measured="23.18 / 24.12 dB on the 2 / 4 tuning images (the default: 21.83 / 23.21; deepinv DiffPIR lambda_ 1, "
-                 "zeta 1: 23.92 on the 2); on the 4 deblur test images see benchmarks/TUNING.md"),
+             "clip_x0 at tail 0.6: 23.18 / 24.12 on the 2 / 4; then sigma_max 0.7 / 1 / 1.5 / 2 / 3 (the prior's: 10) "
+             "on the 2: 24.62 / 24.72 / 24.30 / 24.53 / 24.24",
+        measured="24.72 / 24.39 dB on the 2 / 4 tuning images (before sigma_max: 23.18 / 24.12; the default of then: "
+                 "21.83 / 23.21; deepinv DiffPIR lambda_ 1, zeta 1: 23.92 on the 2); on the 4 deblur test images see "
+                 "benchmarks/TUNING.md"),
+    "mri": Preset(
+        "dds", "mri",
+        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
+         "sigma_max": 0.5},
+        tuned_on=task_tuning(MRI4, checked_on="tuning_images(4)[2:]"),
+        grid="the default with sigma_max 10 (the prior's) / 5 / 2 / 1 / 0.7 / 0.5 on 2 tuning images: 33.94 / 35.54 / "
+             "36.03 / 36.64 / 36.56 / 37.25 dB; on the 2 further: 10 / 1 / 0.5: 31.89 / 33.42 / 35.06",
+        measured="37.25 / 35.06 dB on the 2 / 2 further tuning images (the default's sigma_max 1.0: 36.64 / 33.42)",
+        notes="Only sigma_max differs from the default: 0.5 leads 1.0 on both pairs of images (by 0.6 and 1.6 dB)."),
 }
