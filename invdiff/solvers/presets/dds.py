@@ -59,7 +59,7 @@ PRESETS: dict[str, Preset] = {
                  "the 4 inpaint70 test images see benchmarks/TUNING.md"),
     "deblur": Preset(
         "dds", "deblur",
-        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
+        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.9,
          "clip_x0": True, "sigma_max": 1.0},
         tuned_on=task_tuning(DEBLUR, checked_on="tuning_images(6)[2:]"),
         grid="on 2 tuning images: tail_average 0.2/0.4/0.6 (21.83/22.15/22.94); sigma_min 0.01/0.03/0.05/0.1 "
@@ -67,8 +67,11 @@ PRESETS: dict[str, Preset] = {
              "lambda_ 3 (23.42). On 4 further tuning images: the default 23.21, sigma_min 0.03 with tail 0.4 23.38, "
              "tail 0.6 24.02; over all 6, tail 0.6 (23.66) ahead of sigma_min 0.03 with tail 0.4 (23.61); then "
              "clip_x0 at tail 0.6: 23.18 / 24.12 on the 2 / 4; then sigma_max 0.7 / 1 / 1.5 / 2 / 3 (the prior's: 10) "
-             "on the 2: 24.62 / 24.72 / 24.30 / 24.53 / 24.24",
-        measured="24.72 / 24.39 dB on the 2 / 4 tuning images (before sigma_max: 23.18 / 24.12; the default of then: "
+             "on the 2: 24.62 / 24.72 / 24.30 / 24.53 / 24.24; at sigma_max 1 (24.72): tail_average 0.2/0.4/0.8/0.9 "
+             "(24.42/24.49/25.12/25.16), sigma_min 0.01/0.03 (24.45/24.44), eta 0.7/1 (24.62/21.59), lambda_ 0.3/3 "
+             "(24.79/23.57), cg_iters 10/50 (23.36/24.65), no clip_x0 (24.04), tail 0.8 with lambda_ 0.3 / eta 0.7 "
+             "(25.04/25.03); on the 4: tail 0.6/0.8/0.9 24.39/24.75/24.79",
+        measured="25.16 / 24.79 dB on the 2 / 4 tuning images (before sigma_max: 23.18 / 24.12; the default of then: "
                  "21.83 / 23.21; deepinv DiffPIR lambda_ 1, zeta 1: 23.92 on the 2); on the 4 deblur test images see "
                  "benchmarks/TUNING.md"),
     "mri": Preset(
