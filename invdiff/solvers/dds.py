@@ -243,7 +243,7 @@ class DDS(DDSLoop):
 
     Defaults: an argument left at ``None`` takes the tuned preset
     (:func:`invdiff.solvers.presets.preset` ``("dds")``, tuned on 16-view CT; ``benchmarks/TUNING.md``):
-    ``steps=100, schedule="karras", eta=0.85, lambda_=1.0, cg_iters=20, tail_average=0.2``. Passing
+    ``steps=100, schedule="karras", eta=0.85, lambda_=1.0, cg_iters=20, tail_average=0.2, sigma_max=1.0``. Passing
     ``gamma`` without ``lambda_`` switches the preset's ``lambda_`` off (the two set the same data
     weight). The official settings are ``DDS(prior, **invdiff.solvers.presets.PAPER["dds"])``;
     :meth:`settings` returns the resolved values.
@@ -278,10 +278,10 @@ class DDS(DDSLoop):
         Last noise level of the ``"karras"`` schedule (default: the prior's ``sigma_min``); the output
         is the data-consistent Tweedie estimate at this level.
     sigma_max : float, optional
-        First noise level (default: the prior's ``sigma_max``); the chain starts from pure noise there. Not in
-        the DDS paper (an invdiff option, :meth:`DDSConfig.sigmas`): below the prior's, the steps concentrate
-        on the noise levels where the measurement leaves the image undecided (the ``"deblur"`` and
-        ``"ct-limited"`` presets).
+        First noise level; the chain starts from pure noise there. Default: the task's preset (1.0; 0.5 for
+        ``task="mri"``; the shipped prior's own 10 for ``"inpaint"``); ``DDSConfig(sigma_max=None)`` means the
+        prior's ``sigma_max``. Not in the DDS paper (an invdiff option, :meth:`DDSConfig.sigmas`): below the
+        prior's, the steps concentrate on the noise levels where the measurement leaves the image undecided.
     lambda_ : float, optional
         Noise-aware proximal weight after DiffPIR (Zhu et al., CVPR 2023): when given, ``gamma`` is
         replaced at every step by ``gamma_t = sigma_t^2 / (lambda_ sigma_y^2)`` (the data term
