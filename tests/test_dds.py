@@ -202,7 +202,8 @@ def test_sigma_max_starts_the_schedule_lower_with_the_same_number_of_steps():
     assert low[-2] == pytest.approx(full[-2]) and all(a > b for a, b in zip(low, low[1:]))  # same sigma_min, decreasing
     vp, _ = DDSConfig(steps=12, schedule="vp", sigma_max=0.5).sigmas(prior)
     assert len(vp) == 13 and vp[0] == pytest.approx(0.5, rel=1e-6)
-    assert DDS(prior, sigma_max=0.5).sigma_max == 0.5 and DDS(prior).settings()["sigma_max"] == DDS(prior).sigma_max
+    assert DDS(prior, sigma_max=0.5).settings()["sigma_max"] == 0.5
+    assert [DDS(prior, task=t).settings()["sigma_max"] for t in ("default", "mri", "inpaint")] == [1.0, 0.5, 10.0]
     for bad, msg in ((-1.0, "sigma_max: expected"), (0.0, "sigma_max: expected"), (0.01, "above sigma_min")):
         with pytest.raises(ValueError, match=msg):
             DDS(prior, sigma_min=0.02, sigma_max=bad)

@@ -99,8 +99,8 @@ class DDSConfig:
         overrides the start, and the steps the prior's full range would spend above it go to finer levels.
         """
         if self.schedule == "vp":
-            caps = [c for c in (getattr(prior, "sigma_max", None), self.sigma_max) if c is not None]
-            sig = vp_chain_sigmas(self.steps, sigma_max=min(caps) if caps else None)
+            cap = min((c for c in (getattr(prior, "sigma_max", None), self.sigma_max) if c is not None), default=None)
+            sig = vp_chain_sigmas(self.steps, sigma_max=cap)
             return sig.tolist(), math.sqrt(1 + float(sig[0]) ** 2)
         lo, hi = sigma_range(prior, self.sigma_min, self.sigma_max)
         sig = karras_sigmas(self.steps, lo, hi)

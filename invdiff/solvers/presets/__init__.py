@@ -17,8 +17,9 @@ noise drawn with seed 1, shipped prior ``phantom-ct-64``, 100 network calls per 
 DiffusionMBIR on its own 3D tuning volume (seed 777102). Each solver has a ``"default"`` entry, tuned on 16-view CT
 (``ct16`` of :mod:`invdiff.bench.tasks`), and may have entries for other task groups
 (:data:`TASKS`) tuned on that group's task: DDS has ``"inpaint"`` and ``"deblur"`` (tuned on 2 tuning
-images of ``inpaint70`` / ``deblur``, checked on 4 more) and ``"ct-limited"`` (the default with ``clip_x0``: the
-first 2-image winner, ``eta`` 1 with ``lambda_`` 3, lost on further tuning images); DPS and RED-Diff have
+images of ``inpaint70`` / ``deblur``, checked on 4 more), ``"ct-limited"`` (the default with ``clip_x0``: the
+first 2-image winner, ``eta`` 1 with ``lambda_`` 3, lost on further tuning images) and ``"mri"`` (the default
+with ``sigma_max`` 0.5 instead of 1.0; ``sigma_max``, the schedule's first level, was tuned on every group); DPS and RED-Diff have
 ``"inpaint"``, ``"deblur"``, ``"mri"`` and ``"sr"`` (tuned at their 1000 steps on 2 tuning images of ``inpaint70`` /
 ``deblur`` / ``mri4-random`` / ``sr4``, checked on 2 more; on ``ct-limited90`` their defaults won). :func:`preset` returns the task's own entry, else the default; :attr:`Preset.tuned_on` says what it
 was tuned on and :attr:`Preset.grid` what was tried. The grids and every score are in
