@@ -158,3 +158,19 @@ def test_first_image_extends_a_row_and_tempering_specs_parse():
     smc = build_smc(prior, {"temper_cess": 0.4, "temper_growth": 1.5, "particles": 2})
     assert smc.tempering == Tempering(cess=0.4, growth=1.5)
     assert build_smc(prior, {}).settings() == __import__("invdiff").solvers.SMC(prior).settings()
+
+
+def test_diffpir_and_daps_give_coverage_rows():
+    """DiffPIR and DAPS are samplers of the coverage table too: K independent runs each, with their own
+    reference; an unknown sampler is refused with the known names."""
+    from invdiff.priors import GaussianPrior
+
+    prior = GaussianPrior(torch.full((1, 64, 64), 0.3), 0.3)
+    rows = run(["mri4-random"], ["diffpir:n_samples=3,steps=4", "daps:n_samples=2,steps=4"], n_images=1, prior=prior)
+    assert [r["K"] for r in rows] == [3, 2]
+    for r in rows:
+        assert r["ref"] == [reference_coverage(r["K"], p) for p in (0.5, 0.9, 0.95)]
+        assert all(0.0 <= c <= 1.0 for c in r["cov"]) and math.isfinite(r["psnr"])
+        assert r["calls"] == 4
+    with pytest.raises(ValueError, match="unknown sampler 'ddpm'.*'diffpir', 'daps'"):
+        parse_spec("ddpm:n_samples=2")

@@ -221,3 +221,14 @@ def test_exact_mass_coverage_of_exact_samples():
     expected = torch.tensor([10 / 22, 18 / 22], dtype=torch.float64)
     z = (cov.mean(0) - expected) / (cov.std(0) / math.sqrt(R))
     assert z.abs().max() < 4.5, (cov.mean(0).tolist(), expected.tolist())
+
+
+def test_exact_coverage_only_runs_the_named_methods():
+    """``exact_coverage --only`` keeps the methods whose label starts with a prefix (DiffPIR and DAPS are rows
+    now), adds the exact reference for their S, and refuses a prefix that matches nothing."""
+    from invdiff.bench.exact_coverage import _rows, run
+
+    labels = [r[0] for r in _rows(quick=True)]
+    assert any(lab.startswith("DiffPIR") for lab in labels) and any(lab.startswith("DAPS") for lab in labels)
+    with pytest.raises(ValueError, match="only: no method label starts with"):
+        run(quick=True, only=["NoSuchSampler"])

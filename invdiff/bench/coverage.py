@@ -75,7 +75,7 @@ TASKS = ("ct16", "mri4-random")
 DEFAULT_METHODS = ("smc:particles=8", "smc", "smc:particles=32", "dds:n_samples=16",
                    "dps:n_samples=8")
 SMC_DEFAULTS: dict = {}  # an "smc" spec runs the class defaults, the preset (invdiff.solvers.presets, "smc")
-METHOD_NAMES = ("smc", "dps", "dds", "mbir")
+METHOD_NAMES = ("smc", "dps", "dds", "diffpir", "daps", "mbir")
 
 
 def reference_coverage(K: int, level: float) -> float:
@@ -134,9 +134,10 @@ def interval_coverage(samples: Tensor, truth: Tensor, levels=LEVELS, mask: Tenso
 
 @dataclass
 class Spec:
-    """One sampler configuration: ``name`` (``smc``, ``dps``, ``dds``, ``mbir``) and keyword arguments.
+    """One sampler configuration: ``name`` (``smc``, ``dps``, ``dds``, ``diffpir``, ``daps``, ``mbir``) and keyword
+    arguments.
 
-    ``n_samples`` (DPS, DDS) is the number of independent runs ``K``; SMC returns ``K = particles`` samples.
+    ``n_samples`` (DPS, DDS, DiffPIR, DAPS, DiffusionMBIR) is the number of independent runs ``K``; SMC returns ``K = particles`` samples.
     """
 
     name: str
@@ -188,20 +189,20 @@ def build_smc(prior, kw: dict):
 
 def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, dict]:
     """``(K, 1, ...)`` samples for one measurement, ``K``, and the SMC diagnostics (resampling steps, final ESS)."""
-    from invdiff.solvers import DDS, DPS, DiffusionMBIR
+    from invdiff.solvers import DAPS, DDS, DPS, DiffPIR, DiffusionMBIR
 
     kw = dict(spec.kw)
     if spec.name == "smc":
         solver = build_smc(prior, {**SMC_DEFAULTS, **kw})
         K = solver.particles
-    elif spec.name in ("dps", "dds", "mbir"):
+    elif spec.name in ("dps", "dds", "diffpir", "daps", "mbir"):
         if spec.name == "mbir" and y.ndim != 5:
             raise ValueError(f"mbir: DiffusionMBIR needs a volume measurement (B, C, D, ...), got shape {tuple(y.shape)}")
         K = kw.pop("n_samples", 8)
         kw.setdefault("steps", 100)
-        solver = {"dps": DPS, "dds": DDS, "mbir": DiffusionMBIR}[spec.name](prior, **kw)
+        solver = {"dps": DPS, "dds": DDS, "diffpir": DiffPIR, "daps": DAPS, "mbir": DiffusionMBIR}[spec.name](prior, **kw)
     else:
-        raise ValueError(f"sampler: expected one of smc, dps, dds, mbir, got {spec.name!r}")
+        raise ValueError(f"sampler: expected one of {', '.join(METHOD_NAMES)}, got {spec.name!r}")
     r = solver.reconstruct(y, op, n_samples=K, seed=seed, progress=False)
     info = {}
     if "resampled" in r.info:
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), help="benchmark tasks (invdiff.bench.tasks)")
     ap.add_argument("--images", type=int, default=4, help="in-distribution test images, ellipses(n, 64, seed=777001)")
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                    help="sampler specs name:key=value,... (name: smc, dps, dds, mbir)")
+                    help="sampler specs name:key=value,... (name: smc, dps, dds, diffpir, daps, mbir)")
     ap.add_argument("--seed", type=int, default=0, help="sampler seed of the first image (image b: seed + b)")
     ap.add_argument("--noise-seed", type=int, default=1, help="seed of the measurement noise")
     ap.add_argument("--prior", default=DEFAULT_PRIOR)
