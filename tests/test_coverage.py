@@ -121,6 +121,7 @@ def test_run_table_on_mri_with_an_analytic_prior():
     assert moved["resamplings"] == 4 and moved["calls"] == 4 + 1 * 4
     md = table(rows)
     assert "0.540" in md and "not run" in md  # reference_coverage(4, 0.9) = 0.9 * 3 / 5
+    assert "nan" not in md and "(1 image)" in md  # one image has no standard error; the table says so
 
 
 def test_volume_task_runs_diffusion_mbir_over_the_held_out_slab():

@@ -289,7 +289,8 @@ def table(rows: list[dict]) -> str:
         if "skipped" in r:
             lines.append(f"| {r['task']} | {r['method']} | not run: {r['skipped']} |" + " |" * 10)
             continue
-        cov = " | ".join(f"{c:.3f} ± {s:.3f}" for c, s in zip(r["cov"], r["se"]))
+        cov = " | ".join(f"{c:.3f} ± {s:.3f}" if math.isfinite(s) else f"{c:.3f} (1 image)"
+                         for c, s in zip(r["cov"], r["se"]))
         ref = " / ".join(f"{v:.3f}" for v in r["ref"])
         inner = " / ".join(f"{v:.3f}" for v in r["cov_inner"])
         lines.append(f"| {r['task']} | {r['method']} | {r['K']} | {cov} | {ref} | {r['cov'][1] - r['ref'][1]:+.3f} "
