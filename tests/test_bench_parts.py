@@ -86,3 +86,27 @@ def test_cli_has_resume():
 
     assert build_parser().parse_args(["--resume"]).resume is True
     assert build_parser().parse_args([]).resume is False
+
+
+def test_a_parallel_run_logs_each_task_as_it_finishes(monkeypatch):
+    """With Ray workers (faked here), each finished task is logged at once with a count, so a long run shows
+    progress; the workers' own lines still come at the end."""
+    import contextlib
+
+    from invdiff.distributed import ray_tasks
+
+    def fake_run_tasks(fn, args, workers, max_retries):
+        for j, a in enumerate(args):
+            yield j, _result(a[0])
+
+    monkeypatch.setattr(ray_tasks, "ray_session", lambda jobs, address: contextlib.nullcontext())
+    monkeypatch.setattr(ray_tasks, "run_tasks", fake_run_tasks)
+    secs = [Section(100, ("ct16", "mri4-random"), ("dds",)), Section(1000, ("ct16",), ("dps",), keep_images=1)]
+    logged = []
+    out = run_sections(secs, 2, "x", "cpu", 0, jobs=2, log=logged.append)
+    progress = [line for line in logged if line.startswith("[bench] ")]
+    assert [p.split(" finished")[0] for p in progress] == ["[bench] ct16 (NFE 1000)", "[bench] ct16 (NFE 100)",
+                                                          "[bench] mri4-random (NFE 100)"]  # long section first
+    assert [p.split(": ")[1].split(" tasks")[0] for p in progress] == ["1 of 3", "2 of 3", "3 of 3"]
+    assert logged.index(progress[-1]) < logged.index("ct16: done")  # progress before the workers' lines
+    assert [r["task"] for r in out[0][0]] == ["ct16", "mri4-random"]

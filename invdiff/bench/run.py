@@ -235,9 +235,14 @@ def run_sections(sections: list[Section], n_images: int, prior_spec, device: str
     elif args:
         from invdiff.distributed.ray_tasks import ray_session, run_tasks
 
+        t0, n_done = time.perf_counter(), 0
         with ray_session(jobs, address):
             for j, res in run_tasks(_worker, args, workers=jobs, max_retries=1):
                 finished(order[j], res)
+                n_done += 1  # the workers' own lines come at the end, in task order; progress is logged now
+                si, t = work[order[j]]
+                log(f"[bench] {t} (NFE {sections[si].nfe}) finished: {n_done} of {len(order)} tasks to run, "
+                    f"{time.perf_counter() - t0:.0f} s")
     out = [([], [], []) for _ in sections]
     for i, (si, _) in enumerate(work):
         r, p, s, lines = done[i]
