@@ -230,5 +230,8 @@ def test_exact_coverage_only_runs_the_named_methods():
 
     labels = [r[0] for r in _rows(quick=True)]
     assert any(lab.startswith("DiffPIR") for lab in labels) and any(lab.startswith("DAPS") for lab in labels)
+    rows, _ = run(quick=True, only=["DiffPIR"])  # 32 runs of 100 steps on the 64-pixel problem: about a second
+    assert [r["method"] for r in rows] == ["DiffPIR, 32 independent runs", "exact samples, S=32 (reference, mean of 5)"]
+    assert rows[0]["nfe"] == 100 and all(0.0 <= c <= 1.0 for c in rows[0]["cov"])
     with pytest.raises(ValueError, match="only: no method label starts with"):
         run(quick=True, only=["NoSuchSampler"])

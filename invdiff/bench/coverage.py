@@ -72,11 +72,13 @@ __all__ = ["LEVELS", "reference_coverage", "interval_coverage", "Spec", "parse_s
 
 LEVELS = (0.5, 0.9, 0.95)
 TASKS = ("ct16", "mri4-random")
+# "dds:...,tail_average=1": DDS without the tail average, the near-calibrated ensemble of benchmarks/CALIBRATION.md
 DEFAULT_METHODS = ("smc:particles=8", "smc", "smc:particles=32", "dds:n_samples=16",
-                   "dds:n_samples=16,tail_average=1", "dps:n_samples=8")  # DDS without the tail average: the
-# near-calibrated ensemble of benchmarks/CALIBRATION.md (last section)
+                   "dds:n_samples=16,tail_average=1", "dps:n_samples=8")
 SMC_DEFAULTS: dict = {}  # an "smc" spec runs the class defaults, the preset (invdiff.solvers.presets, "smc")
-METHOD_NAMES = ("smc", "dps", "dds", "diffpir", "daps", "mbir")
+# samplers run as n_samples independent chains: spec name -> class name in invdiff.solvers
+INDEPENDENT = {"dps": "DPS", "dds": "DDS", "diffpir": "DiffPIR", "daps": "DAPS", "mbir": "DiffusionMBIR"}
+METHOD_NAMES = ("smc", *INDEPENDENT)
 
 
 def reference_coverage(K: int, level: float) -> float:
@@ -190,18 +192,18 @@ def build_smc(prior, kw: dict):
 
 def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, dict]:
     """``(K, 1, ...)`` samples for one measurement, ``K``, and the SMC diagnostics (resampling steps, final ESS)."""
-    from invdiff.solvers import DAPS, DDS, DPS, DiffPIR, DiffusionMBIR
+    from invdiff import solvers
 
     kw = dict(spec.kw)
     if spec.name == "smc":
         solver = build_smc(prior, {**SMC_DEFAULTS, **kw})
         K = solver.particles
-    elif spec.name in ("dps", "dds", "diffpir", "daps", "mbir"):
+    elif spec.name in INDEPENDENT:
         if spec.name == "mbir" and y.ndim != 5:
             raise ValueError(f"mbir: DiffusionMBIR needs a volume measurement (B, C, D, ...), got shape {tuple(y.shape)}")
         K = kw.pop("n_samples", 8)
         kw.setdefault("steps", 100)
-        solver = {"dps": DPS, "dds": DDS, "diffpir": DiffPIR, "daps": DAPS, "mbir": DiffusionMBIR}[spec.name](prior, **kw)
+        solver = getattr(solvers, INDEPENDENT[spec.name])(prior, **kw)
     else:
         raise ValueError(f"sampler: expected one of {', '.join(METHOD_NAMES)}, got {spec.name!r}")
     r = solver.reconstruct(y, op, n_samples=K, seed=seed, progress=False)
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), help="benchmark tasks (invdiff.bench.tasks)")
     ap.add_argument("--images", type=int, default=4, help="in-distribution test images, ellipses(n, 64, seed=777001)")
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                    help="sampler specs name:key=value,... (name: smc, dps, dds, diffpir, daps, mbir)")
+                    help=f"sampler specs name:key=value,... (name: {', '.join(METHOD_NAMES)})")
     ap.add_argument("--seed", type=int, default=0, help="sampler seed of the first image (image b: seed + b)")
     ap.add_argument("--noise-seed", type=int, default=1, help="seed of the measurement noise")
     ap.add_argument("--prior", default=DEFAULT_PRIOR)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from invdiff.solvers.presets.provenance import CT16_TUNING, CT_LIMITED90, DEBLUR, INPAINT70, MRI4, Preset, task_tuning
 
+# The ct16 default's settings; each per-task entry below is this with its own changes, so an entry is a whole
+# setting and what it changes is written once.
+DEFAULT = {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
+           "sigma_max": 1.0}
+
 PRESETS: dict[str, Preset] = {
     "default": Preset(
-        "dds", "default",
-        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
-         "sigma_max": 1.0},
+        "dds", "default", DEFAULT,
         tuned_on=CT16_TUNING + "; 3-4 tuning images; sigma_max on 2, checked on tuning_images(4)[2:]",
         grid="schedule vp/karras; gamma 0.1/1/10/inf; eta 0.5/0.7/0.85/1.0; cg_iters 3/5/10/20/50; "
              "sigma_min 0.002/0.02/0.05/0.1; lambda_ 0.3/1/3; tail average 1/20 steps; then sigma_max 10 (the "
@@ -26,12 +29,11 @@ PRESETS: dict[str, Preset] = {
         notes="gamma is unused while lambda_ is set (gamma_t = sigma_t^2 / (lambda_ sigma_y^2)); passing gamma "
               "without lambda_ switches lambda_ off."),
     # Per-task entries (issue 11): tuned on 2 tuning images of the group's benchmark task, 100 network calls, then
-    # checked on 4 more; every key of the default is restated, so an entry is a whole setting. benchmarks/TUNING.md,
+    # checked on 4 more; each is DEFAULT with the keys it changes (a whole setting). benchmarks/TUNING.md,
     # "Per-task tuning". On ct-limited the 2-image winner (eta 1, lambda_ 3) did not hold up; clip_x0 did (TUNING.md).
     "ct-limited": Preset(
         "dds", "ct-limited",
-        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
-         "clip_x0": True, "sigma_max": 1.0},
+        {**DEFAULT, "clip_x0": True},
         tuned_on=task_tuning(CT_LIMITED90, checked_on="tuning_images(4)[2:]"),
         grid="on 2 tuning images, coordinate search from the default: lambda_ 1/0.3/3/10 (36.86/34.48/36.96/35.89), "
              "eta at lambda_ 3 0.85/0.7/1.0 (36.96/36.70/38.48), tail_average at eta 1 0.2/1/0.4 (38.48/37.90/35.96); "
@@ -46,8 +48,7 @@ PRESETS: dict[str, Preset] = {
               "and over the 4, and is the default's value."),
     "inpaint": Preset(
         "dds", "inpaint",
-        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
-         "sigma_min": 0.02, "sigma_max": 10.0},
+        {**DEFAULT, "tail_average": 0.6, "sigma_min": 0.02, "sigma_max": 10.0},
         tuned_on=task_tuning(INPAINT70),
         grid="lambda_ 1/0.3/3/10 (20.96-20.97: the data step is exact at this noise); clip_x0 (20.89); tail_average "
              "0.2/0.4/0.6/0.7/0.8/0.9 (20.97/21.28/22.10/22.07/21.63/21.00); sigma_min 0.01/0.03/0.1 (20.99/20.96/"
@@ -59,8 +60,7 @@ PRESETS: dict[str, Preset] = {
                  "the 4 inpaint70 test images see benchmarks/TUNING.md"),
     "deblur": Preset(
         "dds", "deblur",
-        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.9,
-         "clip_x0": True, "sigma_max": 1.0},
+        {**DEFAULT, "tail_average": 0.9, "clip_x0": True},
         tuned_on=task_tuning(DEBLUR, checked_on="tuning_images(6)[2:]"),
         grid="on 2 tuning images: tail_average 0.2/0.4/0.6 (21.83/22.15/22.94); sigma_min 0.01/0.03/0.05/0.1 "
              "(22.25/24.00/24.03/23.08); eta 1 with tail 0.4 (20.63); at sigma_min 0.03: tail 0.4/0.6 (24.07/23.47), "
@@ -76,8 +76,7 @@ PRESETS: dict[str, Preset] = {
                  "benchmarks/TUNING.md"),
     "mri": Preset(
         "dds", "mri",
-        {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
-         "sigma_max": 0.5},
+        {**DEFAULT, "sigma_max": 0.5},
         tuned_on=task_tuning(MRI4, checked_on="tuning_images(4)[2:]"),
         grid="the default with sigma_max 10 (the prior's) / 5 / 2 / 1 / 0.7 / 0.5 on 2 tuning images: 33.94 / 35.54 / "
              "36.03 / 36.64 / 36.56 / 37.25 dB; on the 2 further: 10 / 1 / 0.5: 31.89 / 33.42 / 35.06",
