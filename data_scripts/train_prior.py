@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from invdiff.data.phantoms import ellipses, ellipsoids, shapes
+from invdiff.data.phantoms import clutter, ellipses, ellipsoids, shapes
 from invdiff.priors.edm import EDMDenoiser
 from invdiff.priors.unet import UNet, UNetConfig
 
@@ -66,8 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=20261123)
-    p.add_argument("--data", default="ellipses", choices=("ellipses", "mixed"),
-                   help="2D training images: data.ellipses, or 'mixed': half data.ellipses, half data.shapes")
+    p.add_argument("--data", default="ellipses", choices=("ellipses", "mixed", "broad"),
+                   help="2D training images: data.ellipses; 'mixed': half data.ellipses, half data.shapes; "
+                        "'broad': a third each of data.ellipses, data.shapes and data.clutter")
     p.add_argument("--init", default=None, metavar="SAFETENSORS",
                    help="start a new run from these weights (an invdiff prior of the same network), e.g. to fine-tune")
     p.add_argument("--plot", default=None, metavar="PNG",
@@ -97,8 +98,13 @@ def _shape3(text: str, arg: str) -> tuple[int, int, int]:
 
 def batch_2d(args, g: torch.Generator) -> torch.Tensor:
     """``(B, 1, H, W)`` random-ellipse phantoms (``--data mixed``: the second half random-shape phantoms,
-    :func:`invdiff.data.shapes`), each flipped left-right with probability 1/2."""
-    if args.data == "mixed":
+    :func:`invdiff.data.shapes`; ``--data broad``: a third each of ellipses, shapes and low-contrast clutter,
+    :func:`invdiff.data.clutter`), each flipped left-right with probability 1/2."""
+    if args.data == "broad":
+        k = args.batch // 3
+        x0 = torch.cat([ellipses(args.batch - 2 * k, args.size, generator=g), shapes(k, args.size, generator=g),
+                        clutter(k, args.size, generator=g)])
+    elif args.data == "mixed":
         half = args.batch // 2
         x0 = torch.cat([ellipses(args.batch - half, args.size, generator=g), shapes(half, args.size, generator=g)])
     else:
@@ -213,8 +219,9 @@ def main(argv=None) -> None:
         writer.writerow(["step", "seconds", "loss"])
 
     if args.dims == 2:
-        train_info = {"train_data": "invdiff.data.ellipses" if args.data == "ellipses"
-                      else "half invdiff.data.ellipses, half invdiff.data.shapes"}
+        train_info = {"train_data": {"ellipses": "invdiff.data.ellipses",
+                                     "mixed": "half invdiff.data.ellipses, half invdiff.data.shapes",
+                                     "broad": "a third each of invdiff.data.ellipses, .shapes and .clutter"}[args.data]}
         if args.init:
             train_info["train_init"] = Path(args.init).name
     else:

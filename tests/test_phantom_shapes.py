@@ -1,4 +1,4 @@
-"""``data.shapes``: the broader random-shape phantom family used to train the 2D prior."""
+"""``data.shapes`` and ``data.clutter``: the broader phantom families used to train the 2D prior."""
 
 from __future__ import annotations
 
@@ -31,3 +31,45 @@ def test_shapes_generator_and_non_square_size():
 def test_shapes_bad_arguments_name_the_argument(kw, name):
     with pytest.raises(ValueError, match=name):
         data.shapes(**kw)
+
+
+def test_clutter_is_faint_busy_reproducible_and_in_range():
+    x = data.clutter(32, 48, seed=5)
+    assert x.shape == (32, 1, 48, 48) and x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    assert torch.equal(x, data.clutter(32, 48, seed=5))
+    assert not torch.equal(x, data.clutter(32, 48, seed=6))
+    # many weak edges: busy images (many grey levels) whose typical contrast is below the shapes family's
+    levels = torch.tensor([len(torch.unique(im)) for im in x])
+    assert levels.median() >= 30, levels
+    assert x.flatten(1).std(1).median() < data.shapes(32, 48, seed=5).flatten(1).std(1).median()
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(data.clutter(3, (20, 30), generator=g1), data.clutter(3, (20, 30), generator=g2))
+
+
+@pytest.mark.parametrize("kw, name", [(dict(n=0), "n"), (dict(n=2, k_range=(0, 4)), "k_range"),
+                                      (dict(n=2, k_range=(5, 4)), "k_range"), (dict(n=2, size=1), "size")])
+def test_clutter_bad_arguments_name_the_argument(kw, name):
+    with pytest.raises(ValueError, match=name):
+        data.clutter(**kw)
+
+
+def test_train_script_broad_batch_is_a_third_of_each_family():
+    """``train_prior.py --data broad``: ellipses, shapes and clutter in one batch, in that order (before flips)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data_scripts" / "train_prior.py"
+    spec = importlib.util.spec_from_file_location("train_prior", path)
+    t = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(t)
+    args = t.parse_args(["--data", "broad", "--size", "32"])
+    x = t.batch_2d(args, torch.Generator().manual_seed(0))
+    assert x.shape == (16, 1, 32, 32) and float(x.min()) >= 0 and float(x.max()) <= 1
+    g = torch.Generator().manual_seed(0)
+    parts = [data.ellipses(6, 32, generator=g), data.shapes(5, 32, generator=g), data.clutter(5, 32, generator=g)]
+    flip = torch.rand(16, generator=g) < 0.5
+    want = torch.cat(parts)
+    assert torch.equal(x, torch.where(flip[:, None, None, None], want.flip(-1), want))
+    with pytest.raises(SystemExit):
+        t.parse_args(["--data", "everything"])

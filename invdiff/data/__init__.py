@@ -2,6 +2,6 @@
 
 from invdiff.data.dicom import load_series
 from invdiff.data.io import load, save
-from invdiff.data.phantoms import ellipses, ellipsoids, shapes, shepp_logan
+from invdiff.data.phantoms import clutter, ellipses, ellipsoids, shapes, shepp_logan
 
-__all__ = ["shepp_logan", "ellipses", "ellipsoids", "shapes", "load", "save", "load_series"]
+__all__ = ["shepp_logan", "ellipses", "ellipsoids", "shapes", "clutter", "load", "save", "load_series"]

@@ -202,3 +202,42 @@ def shapes(n: int, size: int | tuple[int, int] = 64, seed: int | None = 0, k_max
     img = _paint_ellipses(p, (h, w), rect)  # one pass: each shape painted once, as an ellipse or a rectangle
     background = torch.where(torch.rand(n, generator=g) < 0.5, U(0, 0.4, n), torch.zeros(n, dtype=torch.float64))
     return (img + background[:, None, None]).clamp(0, 1).to(torch.float32)[:, None]
+
+
+def clutter(n: int, size: int | tuple[int, int] = 64, seed: int | None = 0, k_range: tuple[int, int] = (16, 96),
+            generator: torch.Generator | None = None) -> Tensor:
+    """``n`` low-contrast clutter phantoms, values in [0, 1], ``(n, 1, H, W)``: many faint overlapping ellipses.
+
+    Each phantom sums ``k`` ellipses, ``k`` uniform in ``k_range``, placed anywhere in the field of view,
+    with half-axes drawn independently and log-uniform in ``[0.02, 0.6]`` (so elongated ones are common)
+    and a signed value ``c * U(-1, 1)``, where the image's contrast scale ``c`` is log-uniform in
+    ``[0.05, 0.8]``. Half of them sit on a uniform background in ``[0, 0.3]``; the sum is clipped to
+    [0, 1]. Where :func:`ellipses` and :func:`shapes` hold a few strong edges, this family holds
+    textures of many weak ones, at and below the noise levels a prior is used at: the third part of
+    the ``broad`` training mixture of the 2D prior (``data_scripts/train_prior.py --data broad``).
+
+    >>> clutter(2, 32, seed=1).shape
+    torch.Size([2, 1, 32, 32])
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    if (not isinstance(k_range, tuple) or len(k_range) != 2 or not all(isinstance(k, int) for k in k_range)
+            or not 1 <= k_range[0] <= k_range[1]):
+        raise ValueError(f"k_range: expected a pair of ints 1 <= lo <= hi, got {k_range!r}")
+    h, w = _check_size("size", size, 2)
+    g = generator if generator is not None else torch.Generator().manual_seed(0 if seed is None else int(seed))
+
+    def U(lo, hi, *shape):
+        return lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=torch.float64)
+
+    lo, hi = k_range
+    k = torch.randint(lo, hi + 1, (n,), generator=g)
+    used = torch.arange(hi)[None] < k[:, None]
+    c = torch.exp(U(math.log(0.05), math.log(0.8), n))
+    v = torch.where(used, c[:, None] * U(-1.0, 1.0, n, hi), torch.zeros(n, hi, dtype=torch.float64))
+    a = torch.exp(U(math.log(0.02), math.log(0.6), n, hi))
+    b = torch.exp(U(math.log(0.02), math.log(0.6), n, hi))
+    p = torch.stack([v, a, b, U(-1, 1, n, hi), U(-1, 1, n, hi), U(0, math.pi, n, hi)], -1)
+    background = torch.where(torch.rand(n, generator=g) < 0.5, U(0, 0.3, n), torch.zeros(n, dtype=torch.float64))
+    img = _paint_ellipses(p, (h, w)) + background[:, None, None]
+    return img.clamp(0, 1).to(torch.float32)[:, None]
