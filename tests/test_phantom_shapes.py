@@ -73,3 +73,11 @@ def test_train_script_broad_batch_is_a_third_of_each_family():
     assert torch.equal(x, torch.where(flip[:, None, None, None], want.flip(-1), want))
     with pytest.raises(SystemExit):
         t.parse_args(["--data", "everything"])
+
+
+def test_families_figure_draws_the_training_families_and_the_held_out_generator(tmp_path):
+    from invdiff.bench.prior_quality import main
+
+    out = tmp_path / "families.png"
+    main(["--families", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

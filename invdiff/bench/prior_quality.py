@@ -151,6 +151,33 @@ def timing(prior, batch: int, repeats: int = 10) -> float:
     return (time.perf_counter() - t) / repeats / batch
 
 
+def families_figure(path, n: int = 6, seed: int = 9) -> None:
+    """Draw ``n`` phantoms of each 2D training family and of the held-out generator, one row each, into ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from invdiff import data
+    from invdiff.utils import atomic_path
+
+    rows = {"data.ellipses (trained on)": data.ellipses(n, 64, seed=seed),
+            "data.shapes (trained on)": data.shapes(n, 64, seed=seed),
+            "data.clutter (trained on)": data.clutter(n, 64, seed=seed),
+            "deepinv RandomPhantomDataset (held out)": other_generator_images(n, seed=seed)}
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.75 * len(rows)), squeeze=False)
+    for ax_row, (title, xs) in zip(axes, rows.items()):
+        for ax, im in zip(ax_row, xs):
+            ax.imshow(im[0], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax_row[0].set_title(title, loc="left", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+
+
 def main(argv=None) -> None:
     from invdiff import priors
 
@@ -158,7 +185,14 @@ def main(argv=None) -> None:
     p.add_argument("--prior", default="phantom-ct-64")
     p.add_argument("--n", type=int, default=16, help="held-out ellipse phantoms (plus Shepp-Logan)")
     p.add_argument("--figure", default=None, help="write a PNG of unconditional samples here")
+    p.add_argument("--families", default=None, metavar="PNG",
+                   help="only draw the 2D training families (ellipses, shapes, clutter) and the held-out generator "
+                        "into this figure, then exit")
     args = p.parse_args(argv)
+    if args.families:
+        families_figure(args.families)
+        print(f"wrote {args.families}")
+        return
     prior = priors.load(args.prior)
     print(f"prior {args.prior}: {sum(q.numel() for q in prior.parameters()) / 1e6:.2f} M parameters")
     print("| sigma | prior PSNR | TV PSNR (tuned) | gain | prior Shepp-Logan | TV Shepp-Logan | TV weight |")
