@@ -66,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=20261123)
-    p.add_argument("--data", default="ellipses", choices=("ellipses", "mixed", "broad"),
+    p.add_argument("--data", default="ellipses", choices=tuple(MIXTURES),
                    help="2D training images: data.ellipses; 'mixed': half data.ellipses, half data.shapes; "
                         "'broad': a third each of data.ellipses, data.shapes and data.clutter")
     p.add_argument("--init", default=None, metavar="SAFETENSORS",
@@ -96,19 +96,17 @@ def _shape3(text: str, arg: str) -> tuple[int, int, int]:
     return shape
 
 
+# --data: the phantom families of each 2D batch, in equal shares (the first family takes the remainder)
+MIXTURES = {"ellipses": (ellipses,), "mixed": (ellipses, shapes), "broad": (ellipses, shapes, clutter)}
+
+
 def batch_2d(args, g: torch.Generator) -> torch.Tensor:
-    """``(B, 1, H, W)`` random-ellipse phantoms (``--data mixed``: the second half random-shape phantoms,
-    :func:`invdiff.data.shapes`; ``--data broad``: a third each of ellipses, shapes and low-contrast clutter,
-    :func:`invdiff.data.clutter`), each flipped left-right with probability 1/2."""
-    if args.data == "broad":
-        k = args.batch // 3
-        x0 = torch.cat([ellipses(args.batch - 2 * k, args.size, generator=g), shapes(k, args.size, generator=g),
-                        clutter(k, args.size, generator=g)])
-    elif args.data == "mixed":
-        half = args.batch // 2
-        x0 = torch.cat([ellipses(args.batch - half, args.size, generator=g), shapes(half, args.size, generator=g)])
-    else:
-        x0 = ellipses(args.batch, args.size, generator=g)
+    """``(B, 1, H, W)`` phantoms of the ``--data`` mixture (:data:`MIXTURES`: ``ellipses``, ``mixed`` = ellipses and
+    random shapes, ``broad`` = ellipses, shapes and low-contrast clutter), each flipped left-right with probability 1/2."""
+    families = MIXTURES[args.data]
+    k = args.batch // len(families)
+    counts = [args.batch - k * (len(families) - 1)] + [k] * (len(families) - 1)
+    x0 = torch.cat([make(n, args.size, generator=g) for make, n in zip(families, counts)])
     flip = torch.rand(args.batch, generator=g) < 0.5
     return torch.where(flip[:, None, None, None], x0.flip(-1), x0)
 
@@ -219,9 +217,8 @@ def main(argv=None) -> None:
         writer.writerow(["step", "seconds", "loss"])
 
     if args.dims == 2:
-        train_info = {"train_data": {"ellipses": "invdiff.data.ellipses",
-                                     "mixed": "half invdiff.data.ellipses, half invdiff.data.shapes",
-                                     "broad": "a third each of invdiff.data.ellipses, .shapes and .clutter"}[args.data]}
+        train_info = {"train_data": ", ".join(f"invdiff.data.{f.__name__}" for f in MIXTURES[args.data])
+                      + (" in equal shares" if len(MIXTURES[args.data]) > 1 else "")}
         if args.init:
             train_info["train_init"] = Path(args.init).name
     else:

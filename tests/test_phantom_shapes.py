@@ -8,12 +8,21 @@ import torch
 from invdiff import data
 
 
-def test_shapes_are_in_range_reproducible_and_varied():
-    x = data.shapes(32, 48, seed=5)
+@pytest.mark.parametrize("family", ["shapes", "clutter"])
+def test_family_is_in_range_and_reproducible(family):
+    make = getattr(data, family)
+    x = make(32, 48, seed=5)
     assert x.shape == (32, 1, 48, 48) and x.dtype == torch.float32
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
-    assert torch.equal(x, data.shapes(32, 48, seed=5))
-    assert not torch.equal(x, data.shapes(32, 48, seed=6))
+    assert torch.equal(x, make(32, 48, seed=5))
+    assert not torch.equal(x, make(32, 48, seed=6))
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(make(3, (20, 30), generator=g1), make(3, (20, 30), generator=g2))
+    assert make(2, (20, 30), seed=0).shape == (2, 1, 20, 30)
+
+
+def test_shapes_are_varied():
+    x = data.shapes(32, 48, seed=5)
     # not blank: every phantom has structure, and the family has both flat and busy images
     std = x.flatten(1).std(1)
     assert (std > 0.01).all(), std.min()
@@ -21,37 +30,22 @@ def test_shapes_are_in_range_reproducible_and_varied():
     assert levels.min() >= 3 and levels.max() >= 10
 
 
-def test_shapes_generator_and_non_square_size():
-    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    assert torch.equal(data.shapes(3, (20, 30), generator=g1), data.shapes(3, (20, 30), generator=g2))
-    assert data.shapes(2, (20, 30), seed=0).shape == (2, 1, 20, 30)
-
-
-@pytest.mark.parametrize("kw, name", [(dict(n=0), "n"), (dict(n=2, k_max=0), "k_max"), (dict(n=2, size=1), "size")])
-def test_shapes_bad_arguments_name_the_argument(kw, name):
-    with pytest.raises(ValueError, match=name):
-        data.shapes(**kw)
-
-
-def test_clutter_is_faint_busy_reproducible_and_in_range():
+def test_clutter_is_busier_and_fainter_than_shapes():
     x = data.clutter(32, 48, seed=5)
-    assert x.shape == (32, 1, 48, 48) and x.dtype == torch.float32
-    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
-    assert torch.equal(x, data.clutter(32, 48, seed=5))
-    assert not torch.equal(x, data.clutter(32, 48, seed=6))
     # many weak edges: busy images (many grey levels) whose typical contrast is below the shapes family's
     levels = torch.tensor([len(torch.unique(im)) for im in x])
     assert levels.median() >= 30, levels
     assert x.flatten(1).std(1).median() < data.shapes(32, 48, seed=5).flatten(1).std(1).median()
-    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    assert torch.equal(data.clutter(3, (20, 30), generator=g1), data.clutter(3, (20, 30), generator=g2))
 
 
-@pytest.mark.parametrize("kw, name", [(dict(n=0), "n"), (dict(n=2, k_range=(0, 4)), "k_range"),
-                                      (dict(n=2, k_range=(5, 4)), "k_range"), (dict(n=2, size=1), "size")])
-def test_clutter_bad_arguments_name_the_argument(kw, name):
+@pytest.mark.parametrize("family, kw, name", [
+    ("shapes", dict(n=0), "n"), ("shapes", dict(n=2, k_max=0), "k_max"), ("shapes", dict(n=2, size=1), "size"),
+    ("clutter", dict(n=0), "n"), ("clutter", dict(n=2, k_range=(0, 4)), "k_range"),
+    ("clutter", dict(n=2, k_range=(5, 4)), "k_range"), ("clutter", dict(n=2, k_range=(True, 4)), "k_range"),
+    ("clutter", dict(n=2, size=1), "size")])
+def test_bad_arguments_name_the_argument(family, kw, name):
     with pytest.raises(ValueError, match=name):
-        data.clutter(**kw)
+        getattr(data, family)(**kw)
 
 
 def test_train_script_broad_batch_is_a_third_of_each_family():
@@ -73,6 +67,7 @@ def test_train_script_broad_batch_is_a_third_of_each_family():
     assert torch.equal(x, torch.where(flip[:, None, None, None], want.flip(-1), want))
     with pytest.raises(SystemExit):
         t.parse_args(["--data", "everything"])
+    assert t.MIXTURES["mixed"] == (data.ellipses, data.shapes)
 
 
 def test_families_figure_draws_the_training_families_and_the_held_out_generator(tmp_path):

@@ -221,7 +221,7 @@ def clutter(n: int, size: int | tuple[int, int] = 64, seed: int | None = 0, k_ra
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
-    if (not isinstance(k_range, tuple) or len(k_range) != 2 or not all(isinstance(k, int) for k in k_range)
+    if (not isinstance(k_range, tuple) or len(k_range) != 2 or not all(type(k) is int for k in k_range)
             or not 1 <= k_range[0] <= k_range[1]):
         raise ValueError(f"k_range: expected a pair of ints 1 <= lo <= hi, got {k_range!r}")
     h, w = _check_size("size", size, 2)
