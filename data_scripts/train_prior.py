@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import time
@@ -54,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--crops-per-volume", type=int, default=2, help="3D: crops taken from each phantom")
     p.add_argument("--channels", default="32,64,96")
     p.add_argument("--blocks", type=int, default=1)
+    p.add_argument("--extra-blocks", type=int, default=0,
+                   help="identity-initialised residual blocks per level (UNetConfig.extra_blocks); with --init "
+                        "from a network with fewer, that network is grown without changing what it computes")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--decay-steps", type=int, default=0,
@@ -181,7 +185,7 @@ def main(argv=None) -> None:
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     cfg = UNetConfig(channels=tuple(int(c) for c in args.channels.split(",")), blocks_per_level=args.blocks,
-                     dims=args.dims)
+                     extra_blocks=args.extra_blocks, dims=args.dims)
     model = EDMDenoiser(UNet(cfg), sigma_data=args.sigma_data, name=args.name).to(dev)
     ema = EDMDenoiser(UNet(cfg), sigma_data=args.sigma_data, name=args.name).to(dev)
     ema.load_state_dict(model.state_dict())
@@ -200,13 +204,15 @@ def main(argv=None) -> None:
         print(f"resumed from {ckpt} at step {step} ({seconds / 60:.1f} min trained)")
     elif args.init:
         init = EDMDenoiser.from_file(args.init)
-        if init.net.config != cfg:
-            raise SystemExit(f"--init {args.init}: its network {init.net.config} differs from this run's {cfg}")
-        model.net.load_state_dict(init.net.state_dict())
-        ema.net.load_state_dict(init.net.state_dict())
-        print(f"initialised from {args.init}")
+        grown = dataclasses.replace(init.net.config, extra_blocks=cfg.extra_blocks)
+        if grown != cfg or init.net.config.extra_blocks > cfg.extra_blocks:
+            raise SystemExit(f"--init {args.init}: its network {init.net.config} differs from this run's {cfg} "
+                             "(only a smaller extra_blocks may differ)")
+        new = model.net.load_grown(init.net.state_dict())
+        ema.net.load_grown(init.net.state_dict())
+        print(f"initialised from {args.init}" + (f" ({len(new)} new tensors in the extra blocks)" if new else ""))
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"UNet dims={cfg.dims} {cfg.channels} x{cfg.blocks_per_level}: {n_params / 1e6:.2f} M parameters, "
+    print(f"UNet dims={cfg.dims} {cfg.channels} x{cfg.blocks_per_level} (+{cfg.extra_blocks}): {n_params / 1e6:.2f} M parameters, "
           f"device {dev}, {torch.get_num_threads()} threads")
 
     log_path = run / "loss.csv"

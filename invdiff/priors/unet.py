@@ -3,6 +3,11 @@
 A plain residual UNet without attention, sized for CPUs (about 1-4 M parameters). ``dims=2`` gives
 the image network, ``dims=3`` the volume variant with the same layout. The noise level enters as a
 Fourier embedding of ``c_noise`` added inside every residual block (as in EDM's DDPM++ blocks).
+
+``extra_blocks`` deepens a trained network without changing what it computes: each level of the
+encoder and of the decoder, and the middle, gains that many residual blocks ``x + h(x)`` whose last
+convolution starts at zero, so they start as the identity (a Net2DeeperNet-style growth, Chen et al.
+2016). :meth:`UNet.load_grown` fills the old blocks from a smaller network's weights.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class UNetConfig:
     out_channels: int = 1
     channels: tuple[int, ...] = (32, 64, 96)
     blocks_per_level: int = 1
+    extra_blocks: int = 0
     emb_dim: int = 128
     dims: int = 2
     dropout: float = 0.0
@@ -63,8 +69,15 @@ class FourierEmbedding(nn.Module):
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dims: int, groups: int, dropout: float):
+    """``(h(x) + skip(x)) / sqrt(2)``, or ``x + h(x)`` with ``identity=True`` (then ``c_in == c_out``; an
+    identity map at initialisation, since ``h``'s last convolution starts at zero)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dims: int, groups: int, dropout: float,
+                 identity: bool = False):
         super().__init__()
+        if identity and c_in != c_out:
+            raise ValueError(f"ResBlock: identity=True needs c_in == c_out, got {c_in} and {c_out}")
+        self.identity = identity
         Conv = _conv(dims)
         self.norm1 = nn.GroupNorm(min(groups, c_in), c_in)
         self.conv1 = Conv(c_in, c_out, 3, padding=1)
@@ -81,6 +94,8 @@ class ResBlock(nn.Module):
         scale, shift = self.emb(emb).reshape(emb.shape[0], -1, *([1] * (x.ndim - 2))).chunk(2, dim=1)
         h = nn.functional.silu(self.norm2(h) * (1 + scale) + shift)
         h = self.conv2(self.dropout(h))
+        if self.identity:
+            return x + h
         return (h + self.skip(x)) / math.sqrt(2)
 
 
@@ -112,10 +127,13 @@ class UNet(nn.Module):
             for _ in range(config.blocks_per_level):
                 blocks.append(ResBlock(ch, c_level, E, dims, g, p))
                 ch = c_level
+            blocks.extend(ResBlock(ch, ch, E, dims, g, p, identity=True) for _ in range(config.extra_blocks))
             self.down.append(blocks)
             skips.append(ch)
             self.downsample.append(Conv(ch, ch, 3, stride=2, padding=1) if i < len(c) - 1 else nn.Identity())
         self.mid = ResBlock(ch, ch, E, dims, g, p)
+        self.mid_extra = nn.ModuleList(ResBlock(ch, ch, E, dims, g, p, identity=True)
+                                       for _ in range(config.extra_blocks))
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
         for i, c_level in reversed(list(enumerate(c))):
@@ -123,6 +141,7 @@ class UNet(nn.Module):
             for j in range(config.blocks_per_level):
                 blocks.append(ResBlock(ch + (skips[i] if j == 0 else 0), c_level, E, dims, g, p))
                 ch = c_level
+            blocks.extend(ResBlock(ch, ch, E, dims, g, p, identity=True) for _ in range(config.extra_blocks))
             self.up.append(blocks)
             self.upsample.append(nn.Upsample(scale_factor=2, mode="nearest") if i > 0 else nn.Identity())
         self.norm_out = nn.GroupNorm(min(g, ch), ch)
@@ -140,8 +159,38 @@ class UNet(nn.Module):
             hs.append(h)
             h = down(h)
         h = self.mid(h, emb)
+        for block in self.mid_extra:
+            h = block(h, emb)
         for blocks, up in zip(self.up, self.upsample):
             for j, block in enumerate(blocks):
                 h = block(torch.cat([h, hs.pop()], dim=1) if j == 0 else h, emb)
             h = up(h)
         return self.conv_out(nn.functional.silu(self.norm_out(h)))
+
+    def load_grown(self, state_dict: dict[str, Tensor]) -> list[str]:
+        """Load the weights of a network that differs from this one only by fewer ``extra_blocks``.
+
+        Every tensor of ``state_dict`` must exist here with the same shape; the blocks it lacks keep their
+        identity initialisation, so this network then computes exactly what the smaller one did. Returns
+        the names of the parameters left at initialisation.
+        """
+        own = self.state_dict()
+        wrong = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
+                 if k in own and own[k].shape != v.shape}
+        unexpected = sorted(set(state_dict) - set(own))
+        if wrong or unexpected:
+            raise ValueError(f"load_grown: the weights do not fit this network (shape mismatches {wrong}, "
+                             f"unexpected keys {unexpected[:5]}); expected a network with the same channels "
+                             "and blocks_per_level and fewer extra_blocks")
+        missing = self.load_state_dict(state_dict, strict=False).missing_keys
+        for name in missing:
+            if not any(name.startswith(k) for k in self._extra_prefixes()):
+                raise ValueError(f"load_grown: weight {name!r} is missing and is not part of an extra block")
+        return missing
+
+    def _extra_prefixes(self) -> list[str]:
+        prefixes = [f"mid_extra.{i}." for i in range(len(self.mid_extra))]
+        for path in ("down", "up"):
+            for level, blocks in enumerate(getattr(self, path)):
+                prefixes += [f"{path}.{level}.{j}." for j, b in enumerate(blocks) if b.identity]
+        return prefixes
