@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from invdiff.bench.prior_quality import other_generator_batch
 from invdiff.data.phantoms import clutter, ellipses, ellipsoids, shapes
 from invdiff.priors.edm import EDMDenoiser
 from invdiff.priors.unet import UNet, UNetConfig
@@ -72,7 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=20261123)
     p.add_argument("--data", default="ellipses", choices=tuple(MIXTURES),
                    help="2D training images: data.ellipses; 'mixed': half data.ellipses, half data.shapes; "
-                        "'broad': a third each of data.ellipses, data.shapes and data.clutter")
+                        "'broad': a third each of data.ellipses, data.shapes and data.clutter; 'other-generator': deepinv's "
+                        "random phantoms, the held-out test family (a diagnostic of the achievable gain, never shipped)")
     p.add_argument("--init", default=None, metavar="SAFETENSORS",
                    help="start a new run from these weights (an invdiff prior of the same network), e.g. to fine-tune")
     p.add_argument("--plot", default=None, metavar="PNG",
@@ -101,7 +103,15 @@ def _shape3(text: str, arg: str) -> tuple[int, int, int]:
 
 
 # --data: the phantom families of each 2D batch, in equal shares (the first family takes the remainder)
-MIXTURES = {"ellipses": (ellipses,), "mixed": (ellipses, shapes), "broad": (ellipses, shapes, clutter)}
+MIXTURES = {"ellipses": (ellipses,), "mixed": (ellipses, shapes), "broad": (ellipses, shapes, clutter),
+            # a diagnostic, never shipped: the held-out generator itself, to estimate what a prior could gain there
+            "other-generator": (other_generator_batch,)}
+
+
+def _family_name(make) -> str:
+    """``invdiff.data.clutter`` for invdiff's phantom families, the full dotted name for others."""
+    module = "invdiff.data" if make.__module__.startswith("invdiff.data") else make.__module__
+    return f"{module}.{make.__name__}"
 
 
 def batch_2d(args, g: torch.Generator) -> torch.Tensor:
@@ -223,7 +233,7 @@ def main(argv=None) -> None:
         writer.writerow(["step", "seconds", "loss"])
 
     if args.dims == 2:
-        train_info = {"train_data": ", ".join(f"invdiff.data.{f.__name__}" for f in MIXTURES[args.data])
+        train_info = {"train_data": ", ".join(_family_name(f) for f in MIXTURES[args.data])
                       + (" in equal shares" if len(MIXTURES[args.data]) > 1 else "")}
         if args.init:
             train_info["train_init"] = Path(args.init).name

@@ -76,3 +76,30 @@ def test_families_figure_draws_the_training_families_and_the_held_out_generator(
     out = tmp_path / "families.png"
     main(["--families", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_other_generator_batch_is_fresh_reproducible_and_named():
+    """The ceiling diagnostic's training family: deepinv's generator, never its test (seed 1) or tuning (seed 2) set."""
+    import importlib.util
+    from pathlib import Path
+
+    from invdiff.bench.prior_quality import other_generator_batch, other_generator_images
+
+    a = other_generator_batch(4, 32, generator=torch.Generator().manual_seed(0))
+    b = other_generator_batch(4, 32, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (4, 1, 32, 32) and torch.equal(a, b) and float(a.min()) >= 0 and float(a.max()) <= 1
+    for seed in (1, 2):
+        held_out = other_generator_images(4, 32, seed=seed)
+        assert not any(torch.equal(x, h) for x in a for h in held_out)
+    g = torch.Generator().manual_seed(0)
+    assert not torch.equal(other_generator_batch(4, 32, generator=g), other_generator_batch(4, 32, generator=g))
+
+    path = Path(__file__).resolve().parents[1] / "data_scripts" / "train_prior.py"
+    spec = importlib.util.spec_from_file_location("train_prior", path)
+    t = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(t)
+    assert t._family_name(data.clutter) == "invdiff.data.clutter"
+    assert t._family_name(other_generator_batch) == "invdiff.bench.prior_quality.other_generator_batch"
+    x = t.batch_2d(t.parse_args(["--data", "other-generator", "--size", "32", "--batch", "3"]),
+                   torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 32, 32)

@@ -93,6 +93,15 @@ def other_generator_images(n: int, size: int = 64, seed: int = 0) -> torch.Tenso
     return torch.stack(imgs)[:, None].to(torch.float32)
 
 
+def other_generator_batch(n: int, size: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` fresh phantoms of deepinv's generator (:func:`other_generator_images`), for training the *ceiling*
+    diagnostic only (``train_prior.py --data other-generator``): a prior trained on them is never shipped, since
+    this generator is the held-out test of generalisation. The NumPy seed is drawn from ``generator`` in
+    ``[1000, 2**31)``, so it is never the test set's (1) or the tuning set's (2)."""
+    seed = int(torch.randint(1000, 2**31 - 1, (), generator=generator))
+    return other_generator_images(n, size, seed=seed)
+
+
 @torch.no_grad()
 def compare_other_generator(prior, n: int = 8, sigmas=SIGMAS, seed: int = 0,
                             factors=(0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)) -> list[dict]:
