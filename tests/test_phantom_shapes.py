@@ -103,3 +103,15 @@ def test_other_generator_batch_is_fresh_reproducible_and_named():
     x = t.batch_2d(t.parse_args(["--data", "other-generator", "--size", "32", "--batch", "3"]),
                    torch.Generator().manual_seed(0))
     assert x.shape == (3, 1, 32, 32)
+
+
+def test_compare_families_scores_each_family_against_tuned_tv():
+    from invdiff.bench.prior_quality import compare_families, family_images
+
+    rows = compare_families(lambda y, sigma: y, n=2, sigmas=(0.1,), families=("clutter", "other"))
+    assert [r["family"] for r in rows] == ["clutter", "other"]
+    for r in rows:  # the identity 'denoiser' leaves the noise: tuned TV beats it on either family
+        assert r["gain_db"] < -1.0 and abs(r["gain_db"] - (r["prior_db"] - r["tv_db"])) < 1e-4
+        assert 0.1 * 0.25 <= r["tv_weight"] <= 0.1 * 4.0
+    with pytest.raises(ValueError, match="family: unknown 'blobs'"):
+        family_images("blobs", 2, seed=0)
