@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+import data_script
 import h5py
 import nibabel as nib
 import numpy as np
@@ -13,14 +13,9 @@ import torch
 
 from invdiff import data
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "data_scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+script = data_script.load
 
 
 # ---------------------------------------------------------------- DICOM CT (AAPM, LIDC-IDRI)

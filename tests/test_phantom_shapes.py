@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import data_script
 import pytest
 import torch
 
@@ -50,13 +51,7 @@ def test_bad_arguments_name_the_argument(family, kw, name):
 
 def test_train_script_broad_batch_is_a_third_of_each_family():
     """``train_prior.py --data broad``: ellipses, shapes and clutter in one batch, in that order (before flips)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "data_scripts" / "train_prior.py"
-    spec = importlib.util.spec_from_file_location("train_prior", path)
-    t = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(t)
+    t = data_script.load("train_prior")
     args = t.parse_args(["--data", "broad", "--size", "32"])
     x = t.batch_2d(args, torch.Generator().manual_seed(0))
     assert x.shape == (16, 1, 32, 32) and float(x.min()) >= 0 and float(x.max()) <= 1
@@ -80,9 +75,6 @@ def test_families_figure_draws_the_training_families_and_the_held_out_generator(
 
 def test_other_generator_batch_is_fresh_reproducible_and_named():
     """The ceiling diagnostic's training family: deepinv's generator, never its test (seed 1) or tuning (seed 2) set."""
-    import importlib.util
-    from pathlib import Path
-
     from invdiff.bench.prior_quality import other_generator_batch, other_generator_images
 
     a = other_generator_batch(4, 32, generator=torch.Generator().manual_seed(0))
@@ -94,10 +86,7 @@ def test_other_generator_batch_is_fresh_reproducible_and_named():
     g = torch.Generator().manual_seed(0)
     assert not torch.equal(other_generator_batch(4, 32, generator=g), other_generator_batch(4, 32, generator=g))
 
-    path = Path(__file__).resolve().parents[1] / "data_scripts" / "train_prior.py"
-    spec = importlib.util.spec_from_file_location("train_prior", path)
-    t = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(t)
+    t = data_script.load("train_prior")
     assert t._family_name(data.clutter) == "invdiff.data.clutter"
     assert t._family_name(other_generator_batch) == "invdiff.bench.prior_quality.other_generator_batch"
     x = t.batch_2d(t.parse_args(["--data", "other-generator", "--size", "32", "--batch", "3"]),

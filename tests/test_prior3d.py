@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import data_script
 import deepinv as dinv
 import pytest
 import torch
@@ -237,14 +238,7 @@ def test_shipped_3d_prior_denoises_held_out_volumes_1db_better_than_the_2d_prior
 
 # --------------------------------------------------------------------------- the training script
 def _train_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "data_scripts" / "train_prior.py"
-    spec = importlib.util.spec_from_file_location("train_prior", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return data_script.load("train_prior")
 
 
 def test_train_script_keeps_its_2d_defaults():
@@ -373,14 +367,7 @@ def test_solvers_run_the_residual_3d_prior_on_volumes(name):
 
 
 def _script(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "data_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return data_script.load(name)
 
 
 def test_residual_training_script_trains_resumes_and_exports(tmp_path):

@@ -1,9 +1,8 @@
 """UNetConfig.extra_blocks and UNet.load_grown: deepening a trained network without changing what it computes."""
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
+import data_script
 import pytest
 import torch
 
@@ -76,17 +75,9 @@ def test_grown_prior_saves_and_loads_with_its_config(tmp_path):
         torch.testing.assert_close(E(x, 0.2), D(x, 0.2))
 
 
-def _train_script():
-    path = Path(__file__).resolve().parents[1] / "data_scripts" / "train_prior.py"
-    spec = importlib.util.spec_from_file_location("train_prior", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_train_script_grows_an_init_prior(tmp_path):
     """--init from a smaller prior with --extra-blocks: the first export equals the init when the LR is 0."""
-    t = _train_script()
+    t = data_script.load("train_prior")
     small = EDMDenoiser(_trained_like(UNetConfig(channels=(8, 16))), name="small")
     small.save(tmp_path / "small.safetensors")
     out = tmp_path / "grown.safetensors"
