@@ -49,6 +49,9 @@ def test_extra_blocks_are_identity_residuals_and_counted():
     assert sum(isinstance(b, ResBlock) and b.identity for b in net.modules()) == 7
     with pytest.raises(ValueError, match="identity=True needs c_in == c_out"):
         ResBlock(8, 16, 16, 2, 4, 0.0, identity=True)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="extra_blocks must be an int >= 0"):
+            UNetConfig(extra_blocks=bad)
 
 
 def test_load_grown_refuses_other_networks():

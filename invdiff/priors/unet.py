@@ -33,6 +33,10 @@ class UNetConfig:
     dropout: float = 0.0
     groups: int = 8
 
+    def __post_init__(self):
+        if isinstance(self.extra_blocks, bool) or not isinstance(self.extra_blocks, int) or self.extra_blocks < 0:
+            raise ValueError(f"UNetConfig: extra_blocks must be an int >= 0, got {self.extra_blocks!r}")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
