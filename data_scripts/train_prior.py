@@ -219,7 +219,7 @@ def main(argv=None) -> None:
             raise SystemExit(f"--init {args.init}: its network {init.net.config} differs from this run's {cfg} "
                              "(only a smaller extra_blocks may differ)")
         new = model.net.load_grown(init.net.state_dict())
-        ema.net.load_grown(init.net.state_dict())
+        ema.load_state_dict(model.state_dict())
         print(f"initialised from {args.init}" + (f" ({len(new)} new tensors in the extra blocks)" if new else ""))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"UNet dims={cfg.dims} {cfg.channels} x{cfg.blocks_per_level} (+{cfg.extra_blocks}): {n_params / 1e6:.2f} M parameters, "

@@ -17,9 +17,10 @@ import time
 import deepinv as dinv
 import torch
 
-from invdiff.data import ellipses, shepp_logan
+from invdiff.data import clutter, ellipses, shapes, shepp_logan
 
 SIGMAS = (0.05, 0.1, 0.2)
+TV_FACTORS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # TV's weight grid, in units of sigma
 TEST_SEED = 777_001
 TUNE_SEED = 777_002
 
@@ -102,9 +103,20 @@ def other_generator_batch(n: int, size: int = 64, generator: torch.Generator | N
     return other_generator_images(n, size, seed=seed)
 
 
+def _against_tuned_tv(prior, x: torch.Tensor, x_tune: torch.Tensor, sigma: float, g: torch.Generator,
+                      factors=TV_FACTORS) -> tuple[torch.Tensor, torch.Tensor, float, bool]:
+    """Per-image PSNR of the prior's denoiser and of TV on ``x + sigma n``, TV's weight tuned over ``sigma * factors``
+    on ``x_tune`` (its noise drawn from ``g`` first, then the test noise); also the weight and whether it lies at
+    the grid's edge (then the grid would be too narrow for TV to be fairly tuned)."""
+    grid = [sigma * f for f in factors]
+    best = grid.index(tune_tv(sigma, grid=grid, x=x_tune, generator=g))
+    y = x + sigma * torch.randn(x.shape, generator=g)
+    return (psnr(prior(y, sigma).clamp(0, 1), x), psnr(tv_denoise(y, grid[best]), x), grid[best],
+            best in (0, len(grid) - 1))
+
+
 @torch.no_grad()
-def compare_other_generator(prior, n: int = 8, sigmas=SIGMAS, seed: int = 0,
-                            factors=(0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)) -> list[dict]:
+def compare_other_generator(prior, n: int = 8, sigmas=SIGMAS, seed: int = 0, factors=TV_FACTORS) -> list[dict]:
     """Mean PSNR of the prior's denoiser and of tuned TV on another generator's phantoms and on Shepp-Logan.
 
     Test images: ``n`` phantoms of :func:`other_generator_images` (seed 1) and deepinv's own
@@ -119,50 +131,43 @@ def compare_other_generator(prior, n: int = 8, sigmas=SIGMAS, seed: int = 0,
     rows = []
     for sigma in sigmas:
         g = torch.Generator().manual_seed(seed + int(sigma * 1000))
-        grid = [sigma * f for f in factors]
-        best = grid.index(tune_tv(sigma, grid=grid, x=x_tune, generator=g))
-        y = x + sigma * torch.randn(x.shape, generator=g)  # the same generator, after the tuning set's noise
-        p_prior = psnr(prior(y, sigma).clamp(0, 1), x)
-        p_tv = psnr(tv_denoise(y, grid[best]), x)
+        p_prior, p_tv, w, at_edge = _against_tuned_tv(prior, x, x_tune, sigma, g, factors)
         rows.append({"sigma": sigma, "prior_db": float(p_prior[:-1].mean()), "tv_db": float(p_tv[:-1].mean()),
                      "min_gain_db": float((p_prior - p_tv)[:-1].min()),
-                     "prior_shepp_db": float(p_prior[-1]), "tv_shepp_db": float(p_tv[-1]), "tv_weight": grid[best],
-                     "tv_weight_at_edge": best in (0, len(grid) - 1)})
+                     "prior_shepp_db": float(p_prior[-1]), "tv_shepp_db": float(p_tv[-1]), "tv_weight": w,
+                     "tv_weight_at_edge": at_edge})
     return rows
 
 
-def family_images(family: str, n: int, seed: int, size: int = 64) -> torch.Tensor:
-    """``n`` phantoms of one family: ``ellipses``, ``shapes`` or ``clutter`` (invdiff's training families, drawn
-    with their own seed, not the training stream) or ``other`` (deepinv's generator, :func:`other_generator_images`)."""
-    from invdiff.data import phantoms
+FAMILIES = {"ellipses": ellipses, "shapes": shapes, "clutter": clutter}  # invdiff's 2D training families
 
-    makers = {"ellipses": phantoms.ellipses, "shapes": phantoms.shapes, "clutter": phantoms.clutter}
+
+def family_images(family: str, n: int, seed: int, size: int = 64) -> torch.Tensor:
+    """``n`` phantoms of one family: ``ellipses``, ``shapes`` or ``clutter`` (:data:`FAMILIES`, drawn with their
+    own seed, not the training stream) or ``other`` (deepinv's generator, :func:`other_generator_images`)."""
     if family == "other":
         return other_generator_images(n, size, seed=seed)
-    if family not in makers:
-        raise ValueError(f"family: unknown {family!r}; expected one of {[*makers, 'other']}")
-    return makers[family](n, size, seed=seed)
+    if family not in FAMILIES:
+        raise ValueError(f"family: unknown {family!r}; expected one of {[*FAMILIES, 'other']}")
+    return FAMILIES[family](n, size, seed=seed)
 
 
 @torch.no_grad()
-def compare_families(prior, n: int = 8, sigmas=SIGMAS, families=("ellipses", "shapes", "clutter", "other"),
-                     factors=(0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)) -> list[dict]:
+def compare_families(prior, n: int = 8, sigmas=SIGMAS, families=(*FAMILIES, "other"),
+                     factors=TV_FACTORS) -> list[dict]:
     """The prior's gain over tuned TV family by family: is a small gain a failure to generalise (large in the
     training families, small on the other generator) or a limit of denoising that kind of image at that noise?
 
     For each family and sigma, TV's weight is tuned over ``sigma * factors`` on ``n`` images of the family (seed
     2), and both denoisers are scored on ``n`` others (seed 1; for ``other`` these are
-    :func:`compare_other_generator`'s sets, without Shepp-Logan).
+    :func:`compare_other_generator`'s images and noise, without Shepp-Logan).
     """
     rows = []
     for family in families:
         x, x_tune = family_images(family, n, seed=1), family_images(family, n, seed=2)
         for sigma in sigmas:
             g = torch.Generator().manual_seed(int(sigma * 1000))
-            grid = [sigma * f for f in factors]
-            w = tune_tv(sigma, grid=grid, x=x_tune, generator=g)
-            y = x + sigma * torch.randn(x.shape, generator=g)
-            p_prior, p_tv = psnr(prior(y, sigma).clamp(0, 1), x), psnr(tv_denoise(y, w), x)
+            p_prior, p_tv, w, _ = _against_tuned_tv(prior, x, x_tune, sigma, g, factors)
             rows.append({"family": family, "sigma": sigma, "prior_db": float(p_prior.mean()),
                          "tv_db": float(p_tv.mean()), "gain_db": float((p_prior - p_tv).mean()), "tv_weight": w})
     return rows
@@ -204,13 +209,11 @@ def families_figure(path, n: int = 6, seed: int = 9) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from invdiff import data
     from invdiff.utils import atomic_path
 
-    rows = {"data.ellipses (trained on)": data.ellipses(n, 64, seed=seed),
-            "data.shapes (trained on)": data.shapes(n, 64, seed=seed),
-            "data.clutter (trained on)": data.clutter(n, 64, seed=seed),
-            "deepinv RandomPhantomDataset (held out)": other_generator_images(n, seed=seed)}
+    titles = {"ellipses": "data.ellipses (trained on)", "shapes": "data.shapes (trained on)",
+              "clutter": "data.clutter (trained on)", "other": "deepinv RandomPhantomDataset (held out)"}
+    rows = {title: family_images(family, n, seed=seed) for family, title in titles.items()}
     fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.75 * len(rows)), squeeze=False)
     for ax_row, (title, xs) in zip(axes, rows.items()):
         for ax, im in zip(ax_row, xs):

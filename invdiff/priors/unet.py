@@ -187,14 +187,8 @@ class UNet(nn.Module):
                              f"unexpected keys {unexpected[:5]}); expected a network with the same channels "
                              "and blocks_per_level and fewer extra_blocks")
         missing = self.load_state_dict(state_dict, strict=False).missing_keys
-        for name in missing:
-            if not any(name.startswith(k) for k in self._extra_prefixes()):
-                raise ValueError(f"load_grown: weight {name!r} is missing and is not part of an extra block")
+        extra = tuple(f"{name}." for name, m in self.named_modules() if isinstance(m, ResBlock) and m.identity)
+        stray = [name for name in missing if not name.startswith(extra)]
+        if stray:
+            raise ValueError(f"load_grown: weights {stray[:5]} are missing and are not part of an extra block")
         return missing
-
-    def _extra_prefixes(self) -> list[str]:
-        prefixes = [f"mid_extra.{i}." for i in range(len(self.mid_extra))]
-        for path in ("down", "up"):
-            for level, blocks in enumerate(getattr(self, path)):
-                prefixes += [f"{path}.{level}.{j}." for j, b in enumerate(blocks) if b.identity]
-        return prefixes
