@@ -132,12 +132,13 @@ def test_volume_task_runs_diffusion_mbir_over_the_held_out_slab():
     from invdiff.priors import GaussianPrior
 
     prior = GaussianPrior(torch.full((1, 64, 64), 0.3), 0.3)
-    rows = run(["ct3d8"], ["mbir:n_samples=2,steps=2", "dds:n_samples=2,steps=2", "smc"], n_images=1, prior=prior)
+    rows = run(["ct3d8"], ["mbir:n_samples=2,steps=2", "dds:n_samples=2,steps=2", "smc", "afdps"], n_images=1,
+               prior=prior)
     for r in rows[:2]:
         assert r["K"] == 2 and r["ref"] == [reference_coverage(2, p) for p in (0.5, 0.9, 0.95)]
         assert all(0.0 <= c <= 1.0 for c in r["cov"]) and math.isfinite(r["psnr"])
         assert r["evals"] == 2 * 2 * test_volumes(1).shape[2]  # steps x samples x slices
-    assert rows[2]["skipped"] == "a 2D sampler"
+    assert rows[2]["skipped"] == rows[3]["skipped"] == "a 2D sampler"
     with pytest.raises(ValueError, match="test volumes only"):
         run(["ct3d8"], ["mbir:n_samples=2,steps=2"], n_images=1, prior=prior, image_set="tuning")
 
@@ -175,3 +176,17 @@ def test_diffpir_and_daps_give_coverage_rows():
         assert r["calls"] == 4
     with pytest.raises(ValueError, match="unknown sampler 'ddpm'.*'diffpir', 'daps'"):
         parse_spec("ddpm:n_samples=2")
+
+
+def test_afdps_gives_a_coverage_row_of_its_particles():
+    """The paper's AFDPS is a sampler of the coverage table: its K samples are its particles, one batched network
+    call per step for all of them (evaluations = steps x particles), and the spec's keys reach the class."""
+    from invdiff.bench.coverage import ENSEMBLES
+    from invdiff.priors import GaussianPrior
+
+    prior = GaussianPrior(torch.full((1, 64, 64), 0.3), 0.3)
+    row = run(["mri4-random"], ["afdps:particles=3,steps=4,cg_iters=5"], n_images=1, prior=prior)[0]
+    assert row["K"] == 3 and row["ref"] == [reference_coverage(3, p) for p in (0.5, 0.9, 0.95)]
+    assert row["calls"] == 4 and row["evals"] == 4 * 3
+    assert all(0.0 <= c <= 1.0 for c in row["cov"]) and math.isfinite(row["psnr"])
+    assert set(ENSEMBLES) == {"smc", "afdps"} and parse_spec("afdps:particles=4").kw == {"particles": 4}

@@ -40,13 +40,14 @@ posterior puts an atom on the truth, exact samples would tie with it and cover i
 than ``c_K``, while a diffusion sampler's continuous samples cover it only if they straddle it. The table
 therefore also gives the coverage over the pixels whose truth lies strictly inside (0, 1).
 
-Samplers (``--methods`` specs ``name:key=value,...``): ``smc`` (:class:`invdiff.solvers.SMC`, ``K = particles``
+Samplers (``--methods`` specs ``name:key=value,...``): ``afdps`` (:class:`invdiff.solvers.AFDPS`, the paper's particle
+tilt, ``K = particles`` samples), ``smc`` (:class:`invdiff.solvers.SMC`, ``K = particles``
 samples, one batched network call per step for all particles; ``moves=n`` and ``move_step``, ``move_jacobian``,
 ``move_max_sigma``, ``move_always`` add the Langevin rejuvenation of :mod:`invdiff.solvers.smc_moves`), ``dps`` and ``dds`` (``n_samples`` independent
 runs, batched through the prior) and ``mbir`` (:class:`invdiff.solvers.DiffusionMBIR`, ``n_samples`` independent
 runs, 100 steps unless ``steps`` is given). DiffusionMBIR needs a volume (TV along z): on a volume task
 (``--tasks ct3d8``) each "image" is one held-out ellipsoid slab (:func:`invdiff.bench.tasks.test_volumes`) and
-coverage counts its voxels; ``dds`` and ``dps`` run there slice by slice, ``smc`` (a 2D sampler) is skipped, and on
+coverage counts its voxels; ``dds`` and ``dps`` run there slice by slice, ``smc`` and ``afdps`` (2D samplers) are skipped, and on
 the 2D tasks ``mbir`` is. Seconds are wall time per image on whatever else shares the machine.
 """
 
@@ -78,7 +79,9 @@ DEFAULT_METHODS = ("smc:particles=8", "smc", "smc:particles=32", "dds:n_samples=
 SMC_DEFAULTS: dict = {}  # an "smc" spec runs the class defaults, the preset (invdiff.solvers.presets, "smc")
 # samplers run as n_samples independent chains: spec name -> class name in invdiff.solvers
 INDEPENDENT = {"dps": "DPS", "dds": "DDS", "diffpir": "DiffPIR", "daps": "DAPS", "mbir": "DiffusionMBIR"}
-METHOD_NAMES = ("smc", *INDEPENDENT)
+# ensemble samplers whose K samples are their particles: spec name -> class name in invdiff.solvers
+ENSEMBLES = {"smc": "SMC", "afdps": "AFDPS"}
+METHOD_NAMES = (*ENSEMBLES, *INDEPENDENT)
 
 
 def reference_coverage(K: int, level: float) -> float:
@@ -198,6 +201,9 @@ def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, d
     if spec.name == "smc":
         solver = build_smc(prior, {**SMC_DEFAULTS, **kw})
         K = solver.particles
+    elif spec.name == "afdps":  # the paper's particle tilt, class defaults unless the spec says otherwise
+        solver = solvers.AFDPS(prior, **kw)
+        K = solver.particles
     elif spec.name in INDEPENDENT:
         if spec.name == "mbir" and y.ndim != 5:
             raise ValueError(f"mbir: DiffusionMBIR needs a volume measurement (B, C, D, ...), got shape {tuple(y.shape)}")
@@ -244,7 +250,7 @@ def run(task_names=TASKS, specs=None, n_images: int = 4, seed: int = 0, noise_se
             if spec.name == "mbir" and not task.volume:
                 rows.append({"task": tname, "method": spec.label, "skipped": "needs a volume (TV along z)"})
                 continue
-            if spec.name == "smc" and task.volume:
+            if spec.name in ENSEMBLES and task.volume:
                 rows.append({"task": tname, "method": spec.label, "skipped": "a 2D sampler"})
                 continue
             samples, seconds, infos = [], [], []
