@@ -47,8 +47,8 @@ def _rows(quick: bool) -> list[tuple[str, int, int, Callable]]:
     from invdiff.bench.methods import hparams_at
     from invdiff.solvers import AFDPS, DAPS, DDS, DPS, SMC, DiffPIR
 
-    def ensemble(cls, N, steps):
-        return lambda prior, op, y, seed: cls(prior, particles=N, steps=steps).reconstruct(
+    def ensemble(cls, N, steps, **kw):
+        return lambda prior, op, y, seed: cls(prior, particles=N, steps=steps, **kw).reconstruct(
             y, op, n_samples=N, seed=seed, progress=False).samples
 
     def independent(make, n):
@@ -57,6 +57,9 @@ def _rows(quick: bool) -> list[tuple[str, int, int, Callable]]:
     Ns = (16, 64, 256) if quick else (16, 64, 256, 1024)
     rows = [(f"SMC (Tweedie tilt) N={N}", N, 100, ensemble(SMC, N, 100)) for N in Ns]
     rows += [(f"SMC (Tweedie tilt) N={N}, 200 steps", N, 200, ensemble(SMC, N, 200)) for N in Ns[-1:]]
+    # SMC(prior, moves="calibrated"): 3 Langevin moves after each resampling (invdiff.solvers.presets.smc.MOVES)
+    rows += [(f"SMC (Tweedie tilt) N={N}, calibrated moves", N, 100, ensemble(SMC, N, 100, moves="calibrated"))
+             for N in Ns[:2]]
     rows += [(f"AFDPS (paper) N={N}", N, 100, ensemble(AFDPS, N, 100)) for N in Ns]
     rows += [(f"AFDPS (paper) N={Ns[-1]}, 400 steps", Ns[-1], 400, ensemble(AFDPS, Ns[-1], 400))]
     n = 32 if quick else 64
