@@ -46,6 +46,7 @@ def _rows(quick: bool) -> list[tuple[str, int, int, Callable]]:
     """``(method, S, steps, run(prior, op, y, seed) -> samples (S, 1, ...))``."""
     from invdiff.bench.methods import hparams_at
     from invdiff.solvers import AFDPS, DAPS, DDS, DPS, SMC, DiffPIR
+    from invdiff.solvers.presets.smc import MOVES
 
     def ensemble(cls, N, steps, **kw):
         return lambda prior, op, y, seed: cls(prior, particles=N, steps=steps, **kw).reconstruct(
@@ -60,6 +61,10 @@ def _rows(quick: bool) -> list[tuple[str, int, int, Callable]]:
     # SMC(prior, moves="calibrated"): 3 Langevin moves after each resampling (invdiff.solvers.presets.smc.MOVES)
     rows += [(f"SMC (Tweedie tilt) N={N}, calibrated moves", N, 100, ensemble(SMC, N, 100, moves="calibrated"))
              for N in Ns[:2]]
+    # the same moves after every step, resampled or not: what they do to an ensemble that is not degenerate
+    always = {**MOVES.params, "always": True}
+    rows += [(f"SMC (Tweedie tilt) N={N}, calibrated moves after every step", N, 100,
+              ensemble(SMC, N, 100, moves=always)) for N in Ns[:2]]
     rows += [(f"AFDPS (paper) N={N}", N, 100, ensemble(AFDPS, N, 100)) for N in Ns]
     rows += [(f"AFDPS (paper) N={Ns[-1]}, 400 steps", Ns[-1], 400, ensemble(AFDPS, Ns[-1], 400))]
     n = 32 if quick else 64
