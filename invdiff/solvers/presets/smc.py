@@ -40,8 +40,8 @@ MOVES = Preset(
              "0.794, and PSNR of the weighted mean (python -m invdiff.bench.coverage --image-set tuning)",
     grid="on mri4-random (90 % coverage / PSNR): no moves 0.403 / 27.78 dB; isotropic Jacobian: 1 move at step 0.5 "
          "0.539 / 30.78, 1 at 0.9 0.668 / 32.44, 3 at 0.5 0.680 / 32.55, 3 at 0.9 0.708 / 36.05, 5 at 0.9 0.703 / "
-         "33.11; autograd Jacobian, 1 move at step 0.1: 0.542 / 36.68, 3 at 0.3: 0.645 / 29.98. On ct16: 3 isotropic moves at 0.9: 0.809 / 34.43 dB (the default without "
-         "moves: 0.515 / 27.75)",
+         "33.11; autograd Jacobian, 1 move at step 0.1: 0.542 / 36.68, 3 at 0.3: 0.645 / 29.98. On ct16: 3 "
+         "isotropic moves at 0.9: 0.809 / 34.43 dB (the default without moves: 0.515 / 27.75)",
     measured="90 % coverage 0.809 (ct16) and 0.708 (mri4-random) on the 2 tuning images, against 0.794 for 16 exact "
              "samples; on the 4 in-distribution test images (measured after the choice) 0.808 (ct16, +0.014) and 0.673 "
              "(mri4-random, -0.121), PSNR of the mean 31.79 / 34.47 dB (without moves: 0.550 / 0.375, 27.33 / 29.36 "
