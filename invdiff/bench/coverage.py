@@ -198,11 +198,9 @@ def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, d
     from invdiff import solvers
 
     kw = dict(spec.kw)
-    if spec.name == "smc":
-        solver = build_smc(prior, {**SMC_DEFAULTS, **kw})
-        K = solver.particles
-    elif spec.name == "afdps":  # the paper's particle tilt, class defaults unless the spec says otherwise
-        solver = solvers.AFDPS(prior, **kw)
+    if spec.name in ENSEMBLES:  # SMC through build_smc (its moves and tempering keys); AFDPS as the class takes them
+        solver = (build_smc(prior, {**SMC_DEFAULTS, **kw}) if spec.name == "smc"
+                  else getattr(solvers, ENSEMBLES[spec.name])(prior, **kw))
         K = solver.particles
     elif spec.name in INDEPENDENT:
         if spec.name == "mbir" and y.ndim != 5:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from invdiff.solvers.presets.smc import MOVES
 from invdiff.solvers.smc_gauss import col
 from invdiff.validate import check_positive_float, check_positive_int
 
@@ -128,8 +129,6 @@ def with_moves(solver, moves: LangevinMoves | int | dict | str):
         if moves != "calibrated":
             raise ValueError(f"moves: expected 'calibrated' (the preset), a LangevinMoves, an int or a dict, "
                              f"got {moves!r}")
-        from invdiff.solvers.presets.smc import MOVES
-
         moves = dict(MOVES.params)
     if isinstance(moves, bool) or not isinstance(moves, (LangevinMoves, int, dict)):
         raise TypeError(f"moves: expected a LangevinMoves, an int or a dict of its arguments, got {moves!r}")
