@@ -160,6 +160,11 @@ def test_first_image_extends_a_row_and_tempering_specs_parse():
     smc = build_smc(prior, {"temper_cess": 0.4, "temper_growth": 1.5, "particles": 2})
     assert smc.tempering == Tempering(cess=0.4, growth=1.5)
     assert build_smc(prior, {}).settings() == __import__("invdiff").solvers.SMC(prior).settings()
+    # moves=calibrated is the class's preset, with its 32 particles unless the spec gives particles
+    calibrated = build_smc(prior, {"moves": "calibrated"})
+    assert calibrated.particles == 32 and calibrated.moves.n_moves == 3
+    assert build_smc(prior, {"moves": "calibrated", "particles": 16}).particles == 16
+    assert build_smc(prior, {"moves": 2, "move_step": 0.5}).moves.n_moves == 2
 
 
 def test_diffpir_and_daps_give_coverage_rows():

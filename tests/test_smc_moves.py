@@ -78,12 +78,16 @@ def test_calibrated_moves_are_the_preset_and_run_three_moves_per_resampling():
     """SMC(prior, moves="calibrated") takes its moves from the preset MOVES (3 isotropic-Jacobian moves at step 0.9),
     whose provenance names the record; each resampling costs its 3 moves' network calls (the first move reuses the
     step's D, the last is followed by one re-evaluation), and the samples stay finite and distinct."""
-    from invdiff.solvers.presets.smc import MOVES
+    from invdiff.solvers.presets.smc import CALIBRATED, MOVES
 
     assert SMC(GaussianPrior(torch.zeros(1, 2, 2), 1.0), moves="calibrated").moves == LangevinMoves(**MOVES.params)
     assert dict(MOVES.params) == {"n_moves": 3, "step": 0.9, "jacobian": "isotropic"}
     assert "benchmarks/CALIBRATION.md" in MOVES.provenance
     prior, op, y, _ = _problem(B=1)
+    # the ensemble size the calibrated intervals were measured with, unless particles is given
+    assert SMC(prior, moves="calibrated").particles == CALIBRATED.params["particles"] == 32
+    assert SMC(prior).particles == 16 and SMC(prior, particles=8, moves="calibrated").particles == 8
+    assert SMC(prior, moves=3).particles == 16
     r = SMC(prior, particles=16, steps=10, ess_threshold=1.0, moves="calibrated").reconstruct(y, op, seed=0,
                                                                                                progress=False)
     assert r.nfe == 10 + 3 * int(r.info["resampled"].sum()) and torch.isfinite(r.samples).all()

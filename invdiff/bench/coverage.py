@@ -42,7 +42,8 @@ therefore also gives the coverage over the pixels whose truth lies strictly insi
 
 Samplers (``--methods`` specs ``name:key=value,...``): ``afdps`` (:class:`invdiff.solvers.AFDPS`, the paper's particle
 tilt, ``K = particles`` samples), ``smc`` (:class:`invdiff.solvers.SMC`, ``K = particles``
-samples, one batched network call per step for all particles; ``moves=n`` and ``move_step``, ``move_jacobian``,
+samples, one batched network call per step for all particles; ``moves=calibrated`` is ``SMC(prior,
+moves="calibrated")``, 32 particles unless ``particles`` is given; ``moves=n`` and ``move_step``, ``move_jacobian``,
 ``move_max_sigma``, ``move_always`` add the Langevin rejuvenation of :mod:`invdiff.solvers.smc_moves`), ``dps`` and ``dds`` (``n_samples`` independent
 runs, batched through the prior) and ``mbir`` (:class:`invdiff.solvers.DiffusionMBIR`, ``n_samples`` independent
 runs, 100 steps unless ``steps`` is given). DiffusionMBIR needs a volume (TV along z): on a volume task
@@ -185,12 +186,7 @@ def build_smc(prior, kw: dict):
     temper_kw = {k[7:]: kw.pop(k) for k in list(kw) if k.startswith("temper_")}  # temper_cess=0.5 -> cess=0.5
     if temper_kw:
         kw["tempering"] = temper_kw
-    solver = SMC(prior, **kw)
-    if moves is not None:  # MCMC rejuvenation after resampling (invdiff.solvers.smc_moves)
-        from invdiff.solvers.smc_moves import with_moves
-
-        solver = with_moves(solver, moves)
-    return solver
+    return SMC(prior, moves=moves, **kw)  # moves=calibrated also sets the preset's particles unless given
 
 
 def _sample(spec: Spec, prior, op, y: Tensor, seed: int) -> tuple[Tensor, int, dict]:

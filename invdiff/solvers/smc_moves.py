@@ -124,7 +124,9 @@ def with_moves(solver, moves: LangevinMoves | int | dict | str):
     """``solver`` (an :class:`invdiff.solvers.SMC`) with MCMC rejuvenation: ``moves`` is a
     :class:`LangevinMoves`, a number of moves, its keyword arguments, or ``"calibrated"``: the preset
     :data:`invdiff.solvers.presets.smc.MOVES` (3 isotropic-Jacobian moves at step 0.9, chosen for calibrated
-    intervals on in-distribution CT and MRI; its provenance is ``MOVES.provenance``). Returns the same object."""
+    intervals on in-distribution CT and MRI; its provenance is ``MOVES.provenance``). Returns the same object, with
+    its ensemble size unchanged: the constructor's ``SMC(prior, moves="calibrated")`` also takes the 32 particles
+    those intervals were measured with (:data:`invdiff.solvers.presets.smc.CALIBRATED`)."""
     if isinstance(moves, str):
         if moves != "calibrated":
             raise ValueError(f"moves: expected 'calibrated' (the preset), a LangevinMoves, an int or a dict, "
