@@ -40,7 +40,7 @@ RECORDED_TASKS = {
     "mri": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
             "sigma_max": 0.5},
     "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
-                "sigma_min": 0.02, "sigma_max": 10.0},
+                "sigma_min": 0.005, "sigma_max": 10.0},
     "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.9,
                "clip_x0": True, "sigma_max": 1.0},
 }
