@@ -20,6 +20,7 @@ import statistics
 import sys
 
 from invdiff.bench.report import emit_markdown
+from invdiff.bench.tasks import TASKS
 
 __all__ = ["gap_table", "seed_gaps"]
 
@@ -65,7 +66,7 @@ def gap_table(rows: list[dict], methods: tuple[str, str], goal: float = 1.0) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m invdiff.bench.seeds", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=["deblur", "inpaint70"])
+    p.add_argument("--tasks", nargs="+", default=["deblur", "inpaint70"], choices=list(TASKS))
     p.add_argument("--methods", nargs=2, default=["dds", "dinv-diffpir"], metavar=("FIRST", "SECOND"))
     p.add_argument("--seeds", nargs="+", type=int, default=list(range(5)))
     p.add_argument("--nfe", type=int, default=100, help="network calls per image")
@@ -76,11 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
     from invdiff.bench.machine import load_prior
-    from invdiff.bench.tasks import TASKS
 
-    for t in args.tasks:
-        if t not in TASKS:
-            p.error(f"--tasks: unknown task {t!r}; expected some of {list(TASKS)}")
     rows = seed_gaps(args.tasks, tuple(args.methods), args.seeds, args.nfe, args.images, load_prior(args.prior),
                      log=lambda m: print(m, file=sys.stderr, flush=True))
     emit_markdown(gap_table(rows, tuple(args.methods), args.goal), args.out, args.overwrite)

@@ -189,7 +189,7 @@ class SMC(EnsembleSampler):
                  sigma_max: float | None = None, rho: float = 7.0, cg_iters: int | None = None,
                  cg_tol: float | None = None, device: str | torch.device | None = None, split_particles: bool = True,
                  tempering=None, moves=None):
-        if particles is None and isinstance(moves, str) and moves == "calibrated":  # the moves' own ensemble size
+        if particles is None and moves == "calibrated":  # the ensemble size the calibrated moves were measured with
             particles = CALIBRATED.params["particles"]
         kw = resolve("smc", {"particles": particles, "steps": steps, "proposal": proposal,
                              "ess_threshold": ess_threshold, "prior_std": prior_std, "cg_iters": cg_iters,

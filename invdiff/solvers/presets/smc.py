@@ -57,7 +57,10 @@ MOVES = Preset(
 CALIBRATED = Preset(
     "smc", "calibrated",
     {"particles": 32},
-    tuned_on=MOVES.tuned_on + "; the moves of MOVES",
+    tuned_on="mri4-random only, 2 in-distribution tuning images (ellipses(2, 64, seed=777002), measurement noise seed "
+             "1, sampler seeds 0 and 1), the moves of MOVES and the default preset otherwise; 90 % coverage of the truth "
+             "by the particles' per-pixel intervals against the reference of exact samples of the same count "
+             "(python -m invdiff.bench.coverage --image-set tuning)",
     grid="on mri4-random with MOVES (90 % coverage, its gap to the exact-sample reference of the same K, PSNR): 16 "
          "particles 0.708 (-0.086 from 0.794), 36.05 dB; 32 particles 0.801 (-0.044 from 0.845), 36.20 dB; 32 "
          "particles with SMC sigma_max 3: 0.796 (-0.050), 35.64 dB",
