@@ -39,8 +39,8 @@ RECORDED_TASKS = {
                    "clip_x0": True, "sigma_max": 1.0},
     "mri": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
             "sigma_max": 0.5},
-    "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.6,
-                "sigma_min": 0.005, "sigma_max": 10.0},
+    "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.7, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.7,
+                "sigma_hold": 0.25, "sigma_max": 10.0},
     "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.9,
                "clip_x0": True, "sigma_max": 1.0},
 }

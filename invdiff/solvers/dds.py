@@ -66,6 +66,7 @@ class DDSConfig:
     tail_average: int | float = 1
     clip_x0: bool = False
     sigma_max: float | None = None
+    sigma_hold: float | None = None
 
     def __post_init__(self):
         put = partial(object.__setattr__, self)
@@ -84,6 +85,30 @@ class DDSConfig:
             raise ValueError(f"sigma_min: only the 'karras' schedule takes it, got schedule={self.schedule!r}")
         if self.sigma_min is not None and self.sigma_max is not None and not self.sigma_max > self.sigma_min:
             raise ValueError(f"sigma_max: expected a value above sigma_min={self.sigma_min!r}, got {self.sigma_max!r}")
+        self._check_hold(put)
+
+    def _check_hold(self, put) -> None:
+        """``sigma_hold``: ``None`` or ``0`` (no hold: stored as ``None``), else a level of the ``"karras"`` schedule
+        below ``sigma_max``, with no ``sigma_min`` (the hold is where the schedule ends) and at least one step before
+        the held tail."""
+        h = self.sigma_hold
+        if h is not None and not isinstance(h, bool) and isinstance(h, (int, float)) and h == 0:
+            put("sigma_hold", None)
+            return
+        if h is None:
+            return
+        h = check_positive_float("sigma_hold", h)
+        put("sigma_hold", h)
+        if self.schedule != "karras":
+            raise ValueError(f"sigma_hold: only the 'karras' schedule takes it, got schedule={self.schedule!r}")
+        if self.sigma_min is not None:
+            raise ValueError(f"sigma_min: the schedule ends at sigma_hold={h!r}; pass one of the two, got "
+                             f"sigma_min={self.sigma_min!r}")
+        if self.sigma_max is not None and not self.sigma_max > h:
+            raise ValueError(f"sigma_hold: expected a value below sigma_max={self.sigma_max!r}, got {h!r}")
+        if self.tail_average >= self.steps:
+            raise ValueError(f"tail_average: with sigma_hold the held tail must leave at least one step of descent, "
+                             f"got {self.tail_average} of steps={self.steps}")
 
     def sigmas(self, prior) -> tuple[list[float], float]:
         """Noise levels (decreasing, ending in 0) and the scale of the starting noise.
@@ -97,11 +122,24 @@ class DDSConfig:
         prior's starts the chain at that noise level from pure noise and spends every step below it: where the
         measurement fixes the coarse image (deblurring, limited-angle CT) the data step at the first levels
         overrides the start, and the steps the prior's full range would spend above it go to finer levels.
+
+        With ``sigma_hold = h`` (``"karras"`` only) the first ``steps - k`` levels descend from ``sigma_max`` to ``h``
+        (EDM's spacing) and the last ``k = tail_average`` steps stay at ``h``: the averaged tail is a run of
+        re-noise / denoise / data-step sweeps at one noise level (see :class:`DDS`, ``sigma_hold``).
         """
         if self.schedule == "vp":
             cap = min((c for c in (getattr(prior, "sigma_max", None), self.sigma_max) if c is not None), default=None)
             sig = vp_chain_sigmas(self.steps, sigma_max=cap)
             return sig.tolist(), math.sqrt(1 + float(sig[0]) ** 2)
+        if self.sigma_hold is not None:
+            _, hi = sigma_range(prior, None, self.sigma_max)
+            if not hi > self.sigma_hold:
+                raise ValueError(f"sigma_hold: expected a value below the schedule's first level {hi!r}, got "
+                                 f"{self.sigma_hold!r}")
+            k = self.tail_average
+            descent = karras_sigmas(self.steps - k, self.sigma_hold, hi).tolist()[:-1]
+            sig = descent + [self.sigma_hold] * k + [0.0]
+            return sig, float(sig[0])
         lo, hi = sigma_range(prior, self.sigma_min, self.sigma_max)
         sig = karras_sigmas(self.steps, lo, hi)
         return sig.tolist(), float(sig[0])
@@ -236,6 +274,7 @@ class DDS(DDSLoop):
         #        z = soft(D_z x0' + u, tv_weight / rho),   u += D_z x0' - z
         # 3. DDIM:      x' = x0' + sigma' (eta n + sqrt(1 - eta^2) eps_hat)       (x' = x0' at the end)
         # output: x0' of the last step, or with tail_average = k the mean of x0' over the last k steps
+        # with sigma_hold = h the last k steps all run at sigma = sigma' = h (a held tail, averaged)
 
     ``gamma = inf`` is the official noiseless form (CG on ``A^T A x = A^T y`` from ``x0_hat``; the
     official 3D solver has no ``I/gamma`` term). The official code uses 5 CG iterations; its
@@ -296,6 +335,18 @@ class DDS(DDSLoop):
         Which preset fills the arguments left at ``None``: ``"default"`` (tuned on 16-view CT) or a task
         group of :data:`invdiff.solvers.presets.TASKS` (``"ct-limited"``, ``"inpaint"``, ``"deblur"``, ...;
         a group without a preset of its own gets the default).
+    sigma_hold : float, optional
+        Not in the DDS paper (an invdiff option; preset: ``0.25`` for ``task="inpaint"``, none elsewhere; ``0``
+        switches a preset's hold off). The schedule descends from ``sigma_max`` to ``sigma_hold`` in the first
+        ``steps - tail_average`` steps and then stays there: the ``tail_average`` averaged steps are all taken at
+        ``sigma = sigma' = sigma_hold``. Each held step re-noises the data-consistent estimate to ``sigma_hold``,
+        denoises it and applies the data step again, a Markov chain at one noise level whose ``x0'`` (each a
+        conditional mean given the chain's state) are averaged, an ergodic estimate of the posterior mean. At a
+        level where the prior still mixes, this averages over more of the posterior's spread than a tail that
+        descends to ``sigma_min``, where consecutive estimates hardly differ. The same idea, annealing the prior
+        step's noise level down to a floor and sampling there, is PnP-DM's (Wu et al., "Principled probabilistic
+        imaging using diffusion models as plug-and-play priors", NeurIPS 2024: ``rho_k = max(rho_min, decay^k
+        rho_0)``). Only the ``"karras"`` schedule takes it, and not together with ``sigma_min``.
     tail_average : int or float, optional
         Not in the DDS paper (an invdiff option; preset 0.2, ``1`` is the paper's output). With ``eta`` near 1 the low-noise
         end of the chain re-draws fresh noise at every step, so the estimates ``x0'`` of the last
@@ -319,16 +370,18 @@ class DDS(DDSLoop):
                  gamma: float | None = None, tv_weight: float = 0.0, rho: float = 10.0, schedule: str | None = None,
                  clip_x0: bool | None = None, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
                  noise_std: float | None = None, tail_average: int | float | None = None, task: str = "default",
-                 device: str | torch.device | None = None, sigma_max: float | None = None):
+                 device: str | torch.device | None = None, sigma_max: float | None = None,
+                 sigma_hold: float | None = None):
         super().__init__(check_prior(prior), device=device)
         kw = resolve("dds", dict(steps=steps, eta=eta, cg_iters=cg_iters, schedule=schedule, lambda_=lambda_,
-                                 tail_average=tail_average, sigma_min=sigma_min, clip_x0=clip_x0, sigma_max=sigma_max),
+                                 tail_average=tail_average, sigma_min=sigma_min, clip_x0=clip_x0, sigma_max=sigma_max,
+                                 sigma_hold=sigma_hold),
                      task)
         self.task = task
         if gamma is not None and lambda_ is None:  # an explicit constant data weight replaces the preset's lambda_
             kw["lambda_"] = None
         self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], kw["sigma_min"], kw["lambda_"], noise_std,
-                                kw["tail_average"], bool(kw["clip_x0"]), kw["sigma_max"])
+                                kw["tail_average"], bool(kw["clip_x0"]), kw["sigma_max"], kw.get("sigma_hold"))
         self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
         self.tv_weight = check_positive_float("tv_weight", tv_weight, allow_zero=True)
         self.rho = check_positive_float("rho", rho)
@@ -338,6 +391,11 @@ class DDS(DDSLoop):
     def sigma_min(self) -> float | None:
         """``config.sigma_min``: last noise level of the ``"karras"`` schedule (``None``: the prior's)."""
         return self.config.sigma_min
+
+    @property
+    def sigma_hold(self) -> float | None:
+        """``config.sigma_hold``: the noise level of the averaged tail (``None``: no hold)."""
+        return self.config.sigma_hold
 
     @property
     def sigma_max(self) -> float | None:
