@@ -265,3 +265,39 @@ def test_sigma_hold_preset_and_errors():
                     ({"sigma_hold": 0.2, "tail_average": 10}, "tail_average: with sigma_hold")):
         with pytest.raises(ValueError, match=msg):
             DDS(prior, steps=10, **kw)
+
+
+def test_tail_estimate_x0_hat_averages_the_tweedie_estimates():
+    """``tail_estimate="x0_hat"`` returns the mean of the network's estimates of the last ``k`` steps (the same chain:
+    the choice changes only what is averaged); with ``k = 1`` the last one."""
+    op, _, y, _ = inpainting()
+    hist = []
+    kw = dict(steps=8, schedule="karras", eta=0.7, lambda_=1.0, cg_iters=5, sigma_max=2.0)
+    r = DDS(gauss_prior(), tail_average=3, tail_estimate="x0_hat", **kw).reconstruct(
+        y, op, seed=1, progress=False, callback=lambda d: hist.append((d["x0_hat"].clone(), d["x0_dc"].clone())))
+    assert torch.allclose(r.mean, torch.stack([h for h, _ in hist[-3:]]).mean(0).to(r.mean.dtype), atol=1e-6)
+    dc = DDS(gauss_prior(), tail_average=3, **kw).reconstruct(y, op, seed=1, progress=False)
+    assert torch.allclose(dc.mean, torch.stack([d for _, d in hist[-3:]]).mean(0).to(dc.mean.dtype), atol=1e-6)
+    last = DDS(gauss_prior(), tail_average=1, tail_estimate="x0_hat", **kw).reconstruct(y, op, seed=1, progress=False)
+    assert torch.allclose(last.mean, hist[-1][0].to(last.mean.dtype), atol=1e-6)
+    with pytest.raises(ValueError, match="tail_estimate"):
+        DDS(gauss_prior(), tail_estimate="x0")
+
+
+def test_tail_estimate_on_volumes_matches_the_slab_callback():
+    """The slab loop of volumes averages the same estimate: the mean of the callback's ``x0_hat`` of the last k."""
+    from invdiff.operators import CT
+
+    prior = gauss_prior(8)
+    op = CT((1, 3, 8, 8), n_views=6, noise_std=0.01)
+    y = op.A(torch.rand(1, 1, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    hats = []
+    r = DDS(prior, steps=6, tail_average=2, tail_estimate="x0_hat", cg_iters=3, gamma=1.0, chunk=2).reconstruct(
+        y, op, seed=0, progress=False, callback=lambda d: hats.append(d["x0_hat"].clone()))
+    assert torch.allclose(r.mean.float(), torch.stack(hats[-2:]).mean(0).float(), atol=1e-5)
+
+
+def test_deblur_preset_holds_and_averages_x0_hat():
+    s = DDS(gauss_prior(), task="deblur").settings()
+    assert (s["sigma_hold"], s["tail_estimate"], s["eta"], s["tail_average"], s["clip_x0"]) == (0.15, "x0_hat", 0.7, 70, True)
+    assert DDS(gauss_prior()).settings()["tail_estimate"] == "x0_dc"

@@ -41,8 +41,8 @@ RECORDED_TASKS = {
             "sigma_max": 0.5},
     "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.7, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.7,
                 "sigma_hold": 0.25, "sigma_max": 10.0},
-    "deblur": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.9,
-               "clip_x0": True, "sigma_max": 1.0},
+    "deblur": {"steps": 100, "schedule": "karras", "eta": 0.7, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.7,
+               "clip_x0": True, "sigma_max": 1.0, "sigma_hold": 0.15, "tail_estimate": "x0_hat"},
 }
 
 # The per-task DPS and RED-Diff presets (1000 steps) of benchmarks/TUNING.md ("DPS and RED-Diff per task at 1000

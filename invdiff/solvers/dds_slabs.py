@@ -8,7 +8,8 @@ fixed number of whole volumes exist at any time::
     xc     x0_hat, then the conjugate-gradient iterate x0' (updated in place)
     r, p, Mp   conjugate-gradient vectors
     z, u   ADMM-TV_z split variable and dual (only with tv_weight > 0)
-    acc    sum of the last k data-consistent estimates (only with tail_average = k > 1)
+    acc    sum of the last k data-consistent estimates (only with tail_average = k > 1), or of the last k Tweedie
+           estimates with tail_estimate = "x0_hat"
 
 that is 5 to 8 float32 volumes, at most 32 bytes per voxel. The network, ``A^T A``, the data residual
 ``A^T (y - A x)`` (so ``A^T y`` is never stored), the DDIM update and the float64 partial sums of the
@@ -73,7 +74,8 @@ def dds_volume_loop(solver, y: Tensor, op, lam: float, rho: float, cg_iters: int
     x = S.empty(f32)
     draw_into(x, start, add=False)
     xc, r, p, Mp = S.empty(f32), S.empty(f32), S.empty(f32), S.empty(f32)
-    acc = torch.zeros_like(x) if k_avg > 1 else None
+    of_hat = cfg.tail_estimate == "x0_hat"  # average the Tweedie estimates instead of the data-consistent ones
+    acc = torch.zeros_like(x) if k_avg > 1 or of_hat else None
     x0_hat = S.empty(f32) if callback is not None else None  # a copy for the callback only
     for i in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -88,6 +90,8 @@ def dds_volume_loop(solver, y: Tensor, op, lam: float, rho: float, cg_iters: int
         solver.nfe = nfe + 1  # one network call per step (per slice), however many slabs
         if x0_hat is not None:
             x0_hat.copy_(xc)
+        if of_hat and i >= steps - k_avg:
+            acc.add_(xc)
         # 2. data consistency from x0_hat: CG on (A^T A + I/gamma [+ rho D_z^T D_z]) x = A^T y + x0_hat/gamma [+ ...]
         g = float(gamma_of(sigma))
         c = 0.0 if math.isinf(g) else 1.0 / g
@@ -97,7 +101,7 @@ def dds_volume_loop(solver, y: Tensor, op, lam: float, rho: float, cg_iters: int
         cg_(lambda v, out: S.apply_into(v, out, c, rho_eff), xc, r, p, Mp, cg_iters, S.dot)
         if tv is not None:
             tv.update_(xc, S)
-        if acc is not None and i >= steps - k_avg:
+        if acc is not None and not of_hat and i >= steps - k_avg:
             acc.add_(xc)
         # 3. DDIM step to sigma_next with the corrected estimate: x = x0' + sigma' (eta n + sqrt(1 - eta^2) eps_hat)
         if sigma_next > 0:
