@@ -249,14 +249,13 @@ def test_sigma_hold_lowers_the_error_of_a_gaussian_posterior_mean():
         b = DDS(prior, sigma_hold=0.5, **kw).reconstruct(y, op, seed=seed, progress=False).mean
         err_desc += float((a.double() - mean).pow(2).mean())
         err_hold += float((b.double() - mean).pow(2).mean())
-    assert err_hold < 0.5 * err_desc, (err_hold, err_desc)  # measured over 8 seeds: about 0.24
+    assert err_hold < 0.5 * err_desc, (err_hold, err_desc)  # measured: 0.27 on these 4 seeds (0.24 over 8)
 
 
-def test_sigma_hold_preset_and_errors():
+def test_sigma_hold_off_and_errors():
+    """Only the inpaint and deblur presets hold (their values: test_presets.py); 0 switches a preset's hold off."""
     prior = gauss_prior()
-    s = DDS(prior, task="inpaint").settings()
-    assert (s["sigma_hold"], s["eta"], s["tail_average"], s["sigma_min"]) == (0.25, 0.7, 70, None)
-    assert DDS(prior).settings()["sigma_hold"] is None  # only the inpaint preset holds
+    assert DDS(prior).sigma_hold is None and DDS(prior).tail_estimate == "x0_dc"
     off = DDS(prior, task="inpaint", sigma_hold=0, sigma_min=0.01)  # 0 switches the preset's hold off
     assert off.sigma_hold is None and off.sigma_min == 0.01
     for kw, msg in (({"sigma_hold": -0.1}, "sigma_hold: expected"), ({"sigma_hold": 0.2, "sigma_min": 0.01}, "sigma_min"),
@@ -295,9 +294,3 @@ def test_tail_estimate_on_volumes_matches_the_slab_callback():
     r = DDS(prior, steps=6, tail_average=2, tail_estimate="x0_hat", cg_iters=3, gamma=1.0, chunk=2).reconstruct(
         y, op, seed=0, progress=False, callback=lambda d: hats.append(d["x0_hat"].clone()))
     assert torch.allclose(r.mean.float(), torch.stack(hats[-2:]).mean(0).float(), atol=1e-5)
-
-
-def test_deblur_preset_holds_and_averages_x0_hat():
-    s = DDS(gauss_prior(), task="deblur").settings()
-    assert (s["sigma_hold"], s["tail_estimate"], s["eta"], s["tail_average"], s["clip_x0"]) == (0.15, "x0_hat", 0.7, 70, True)
-    assert DDS(gauss_prior()).settings()["tail_estimate"] == "x0_dc"

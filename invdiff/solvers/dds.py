@@ -95,10 +95,8 @@ class DDSConfig:
         below ``sigma_max``, with no ``sigma_min`` (the hold is where the schedule ends) and at least one step before
         the held tail."""
         h = self.sigma_hold
-        if h is not None and not isinstance(h, bool) and isinstance(h, (int, float)) and h == 0:
+        if h is None or (isinstance(h, (int, float)) and not isinstance(h, bool) and h == 0):
             put("sigma_hold", None)
-            return
-        if h is None:
             return
         h = check_positive_float("sigma_hold", h)
         put("sigma_hold", h)
@@ -395,8 +393,8 @@ class DDS(DDSLoop):
         if gamma is not None and lambda_ is None:  # an explicit constant data weight replaces the preset's lambda_
             kw["lambda_"] = None
         self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], kw["sigma_min"], kw["lambda_"], noise_std,
-                                kw["tail_average"], bool(kw["clip_x0"]), kw["sigma_max"], kw.get("sigma_hold"),
-                                kw.get("tail_estimate") or "x0_dc")
+                                kw["tail_average"], bool(kw["clip_x0"]), kw["sigma_max"], kw["sigma_hold"],
+                                kw["tail_estimate"] or "x0_dc")
         self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
         self.tv_weight = check_positive_float("tv_weight", tv_weight, allow_zero=True)
         self.rho = check_positive_float("rho", rho)
