@@ -40,7 +40,7 @@ RECORDED_TASKS = {
     "mri": {"steps": 100, "schedule": "karras", "eta": 0.85, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.2,
             "sigma_max": 0.5},
     "inpaint": {"steps": 100, "schedule": "karras", "eta": 0.7, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.7,
-                "sigma_hold": 0.25, "sigma_max": 10.0},
+                "sigma_hold": 0.25, "sigma_max": 10.0, "pigdm": 1.0, "pigdm_below": 0.3},
     "deblur": {"steps": 100, "schedule": "karras", "eta": 0.7, "lambda_": 1.0, "cg_iters": 20, "tail_average": 0.7,
                "clip_x0": True, "sigma_max": 1.0, "sigma_hold": 0.15, "tail_estimate": "x0_hat"},
 }

@@ -139,6 +139,14 @@ class GaussianMixturePrior(dinv.models.Denoiser):
         s = self.var.double().sqrt()
         return s[:, 0] if self.isotropic else s.reshape(self.K, *self.image_shape)
 
+    @property
+    def sigma_data(self) -> float:
+        """The data std: the root of the mixture's per-pixel marginal variance averaged over pixels,
+        ``sum_k w_k (s_k^2 + m_k^2) - (sum_k w_k m_k)^2`` (EDM's ``sigma_data``; used by Pi-GDM's ``r^2``)."""
+        w, m, v = self.weights[:, None], self.m.double(), self.var.double().expand(self.K, self.dim)
+        var = (w * (v + m * m)).sum(0) - (w * m).sum(0) ** 2
+        return float(var.mean().sqrt())
+
     def _check_x(self, x: Tensor) -> None:
         if not torch.is_tensor(x):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")

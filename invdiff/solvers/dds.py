@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from invdiff.distributed.context import SliceGroup
 from invdiff.solvers.base import Solver, sigma_range
 from invdiff.solvers.dds_slabs import dds_volume_loop
+from invdiff.solvers.pigdm import pigdm_estimate
 from invdiff.solvers.presets import resolve
 from invdiff.solvers.schedules import karras_sigmas, vp_chain_sigmas
 from invdiff.solvers.tv_z import ADMMTVz
@@ -69,6 +70,8 @@ class DDSConfig:
     sigma_max: float | None = None
     sigma_hold: float | None = None
     tail_estimate: str = "x0_dc"
+    pigdm: float = 0.0
+    pigdm_below: float | None = None
 
     def __post_init__(self):
         put = partial(object.__setattr__, self)
@@ -89,6 +92,13 @@ class DDSConfig:
         if self.sigma_min is not None and self.sigma_max is not None and not self.sigma_max > self.sigma_min:
             raise ValueError(f"sigma_max: expected a value above sigma_min={self.sigma_min!r}, got {self.sigma_max!r}")
         self._check_hold(put)
+        put("pigdm", check_positive_float("pigdm", self.pigdm or 0.0, allow_zero=True))
+        if self.pigdm_below is not None:
+            put("pigdm_below", check_positive_float("pigdm_below", self.pigdm_below))
+
+    def uses_pigdm(self, sigma: float) -> bool:
+        """Whether the step at ``sigma`` corrects ``x0_hat`` by Pi-GDM (``pigdm > 0`` and ``sigma <= pigdm_below``)."""
+        return self.pigdm > 0 and (self.pigdm_below is None or sigma <= self.pigdm_below)
 
     def _check_hold(self, put) -> None:
         """``sigma_hold``: ``None`` or ``0`` (no hold: stored as ``None``), else a level of the ``"karras"`` schedule
@@ -160,6 +170,13 @@ class DDSConfig:
         return lambda sigma: sigma * sigma / c
 
 
+def pigdm_data_var(prior) -> float:
+    """``v`` of Pi-GDM's ``r^2`` (:mod:`invdiff.solvers.pigdm`): the prior's ``sigma_data ** 2``, or EDM's ``0.5 ** 2``
+    (data in ``[0, 1]``) for a prior that states no ``sigma_data``."""
+    s = getattr(prior, "sigma_data", None)
+    return float(0.5 if s is None else s) ** 2
+
+
 def _states_zero_noise(op) -> bool:
     """Whether ``op`` states a measurement noise of exactly zero (``noise_std``, or its deepinv noise model)."""
     s = getattr(op, "noise_std", None)
@@ -219,6 +236,9 @@ class DDSLoop(Solver):
         """
         img_size = getattr(op, "img_size", None)
         if (len(img_size) + 1 if img_size is not None else op.A_adjoint(y).ndim) == 5:
+            if self.config.pigdm > 0:
+                raise ValueError(f"pigdm: the Pi-GDM correction runs on 2D images only, got pigdm="
+                                 f"{self.config.pigdm!r} on a volume")
             return dds_volume_loop(self, y, op, admm.lam, admm.rho, admm.cg_iters, generator, progress, callback, desc)
         if self.group is not None and self.group.distributed:
             raise ValueError(f"{type(self).__name__}: only volumes are split over ranks; this operator works on 2D images")
@@ -234,10 +254,14 @@ class DDSLoop(Solver):
         steps, k_avg = cfg.steps, cfg.tail_average
         of_hat = cfg.tail_estimate == "x0_hat"
         acc = torch.zeros_like(x)
+        if cfg.pigdm > 0:
+            pigdm = partial(pigdm_estimate, self.denoise, y=y.to(dt), op=op, zeta=cfg.pigdm, cg_iters=self.cg_iters,
+                            sigma_y=measurement_noise_std(op, cfg.noise_std, type(self).__name__),
+                            data_var=pigdm_data_var(self.prior))
         for i in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
-            # 1. Tweedie estimate and the network's noise estimate
-            x0_hat = self.denoise(x, sigma)
+            # 1. Tweedie estimate (Pi-GDM-corrected where cfg.uses_pigdm) and the network's noise estimate
+            x0_hat = pigdm(x, sigma)[0] if cfg.uses_pigdm(sigma) else self.denoise(x, sigma)
             if clip is not None:
                 x0_hat = x0_hat.clamp(*clip)
             eps_hat = (x - x0_hat) / sigma
@@ -359,6 +383,17 @@ class DDS(DDSLoop):
         away, while the data is already in its input. Measured better on deblurring with a held tail (+0.8 dB),
         worse on inpainting, where ``x0'`` puts the observed pixels back (benchmarks/TUNING.md). Not in the DDS
         paper.
+    pigdm : float, optional
+        Not in the DDS paper (an invdiff option; preset: ``1.0`` for ``task="inpaint"``, ``0`` (off) elsewhere). The
+        weight ``zeta`` of a Pi-GDM correction of the Tweedie estimate before the data step (Song et al., ICLR 2023;
+        :mod:`invdiff.solvers.pigdm`): ``x0_hat + zeta sigma^2 J^T A^T (r^2 A A^T + sigma_y^2 I)^{-1} (y - A x0_hat)``
+        with ``J`` the network's Jacobian (one backward pass per corrected step) and ``r^2 = sigma^2 v / (sigma^2 +
+        v)``, ``v = prior.sigma_data ** 2`` (``0.5 ** 2`` for a prior that states none). ``1`` is the exact conditional mean ``E[x0 | x, y]`` for a Gaussian prior
+        of variance ``v``. Through the Jacobian the residual at the observed pixels moves the unobserved ones, which
+        DDS's isotropic data step leaves at ``x0_hat``. 2D images only.
+    pigdm_below : float, optional
+        The correction runs only at steps with ``sigma <= pigdm_below`` (``None``: at every step; preset ``0.3`` for
+        ``task="inpaint"``, the held tail and the last descent steps).
     tail_average : int or float, optional
         Not in the DDS paper (an invdiff option; preset 0.2, ``1`` is the paper's output). With ``eta`` near 1 the low-noise
         end of the chain re-draws fresh noise at every step, so the estimates ``x0'`` of the last
@@ -383,18 +418,20 @@ class DDS(DDSLoop):
                  clip_x0: bool | None = None, chunk: int = 16, sigma_min: float | None = None, lambda_: float | None = None,
                  noise_std: float | None = None, tail_average: int | float | None = None, task: str = "default",
                  device: str | torch.device | None = None, sigma_max: float | None = None,
-                 sigma_hold: float | None = None, tail_estimate: str | None = None):
+                 sigma_hold: float | None = None, tail_estimate: str | None = None, pigdm: float | None = None,
+                 pigdm_below: float | None = None):
         super().__init__(check_prior(prior), device=device)
         kw = resolve("dds", dict(steps=steps, eta=eta, cg_iters=cg_iters, schedule=schedule, lambda_=lambda_,
                                  tail_average=tail_average, sigma_min=sigma_min, clip_x0=clip_x0, sigma_max=sigma_max,
-                                 sigma_hold=sigma_hold, tail_estimate=tail_estimate),
+                                 sigma_hold=sigma_hold, tail_estimate=tail_estimate, pigdm=pigdm,
+                                 pigdm_below=pigdm_below),
                      task)
         self.task = task
         if gamma is not None and lambda_ is None:  # an explicit constant data weight replaces the preset's lambda_
             kw["lambda_"] = None
         self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], kw["sigma_min"], kw["lambda_"], noise_std,
                                 kw["tail_average"], bool(kw["clip_x0"]), kw["sigma_max"], kw["sigma_hold"],
-                                kw["tail_estimate"] or "x0_dc")
+                                kw["tail_estimate"] or "x0_dc", kw["pigdm"] or 0.0, kw["pigdm_below"])
         self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
         self.tv_weight = check_positive_float("tv_weight", tv_weight, allow_zero=True)
         self.rho = check_positive_float("rho", rho)
@@ -414,6 +451,16 @@ class DDS(DDSLoop):
     def tail_estimate(self) -> str:
         """``config.tail_estimate``: ``"x0_dc"`` (the data-consistent estimates) or ``"x0_hat"`` (the Tweedie ones)."""
         return self.config.tail_estimate
+
+    @property
+    def pigdm(self) -> float:
+        """``config.pigdm``: the weight ``zeta`` of the Pi-GDM correction (``0``: off)."""
+        return self.config.pigdm
+
+    @property
+    def pigdm_below(self) -> float | None:
+        """``config.pigdm_below``: the correction runs at ``sigma <= pigdm_below`` (``None``: at every step)."""
+        return self.config.pigdm_below
 
     @property
     def sigma_max(self) -> float | None:
