@@ -14,17 +14,11 @@ from invdiff.solvers.pigdm import pigdm_estimate, pigdm_variance
 SIZE = 6
 
 
-class MatrixOp:
-    """``y = A x`` for a dense matrix acting on flattened ``(1, SIZE, SIZE)`` images (wide, not row-orthonormal)."""
-
-    def __init__(self, A: torch.Tensor, noise_std: float):
-        self.M, self.noise_std, self.img_size = A, noise_std, (1, SIZE, SIZE)
-
-    def A(self, x):
-        return x.flatten(1) @ self.M.T
-
-    def A_adjoint(self, y):
-        return (y @ self.M).reshape(y.shape[0], *self.img_size)
+def matrix_physics(M: torch.Tensor, noise_std: float) -> dinv.physics.LinearPhysics:
+    """``y = M x`` on flattened ``(1, SIZE, SIZE)`` images (wide, not row-orthonormal), with Gaussian noise."""
+    return dinv.physics.LinearPhysics(A=lambda x: x.flatten(1) @ M.T,
+                                      A_adjoint=lambda y: (y @ M).reshape(y.shape[0], 1, SIZE, SIZE),
+                                      noise_model=dinv.physics.GaussianNoise(sigma=noise_std))
 
 
 def exact_conditional_mean(m, v, x, sigma, M, y, sy):
@@ -44,7 +38,7 @@ def test_zeta_one_is_the_exact_conditional_mean_of_a_gaussian_prior(sigma):
     m = torch.full((1, 1, SIZE, SIZE), 0.4, dtype=torch.float64)
     prior = GaussianPrior(m[0], v**0.5)
     M = torch.randn(20, SIZE * SIZE, generator=g, dtype=torch.float64) / SIZE
-    op = MatrixOp(M, sy)
+    op = matrix_physics(M, sy)
     x0 = m + v**0.5 * torch.randn(m.shape, generator=g, dtype=torch.float64)
     x = x0 + sigma * torch.randn(m.shape, generator=g, dtype=torch.float64)
     y = op.A(x0) + sy * torch.randn(1, 20, generator=g, dtype=torch.float64)
@@ -69,33 +63,36 @@ def test_zeta_scales_the_correction_and_r2_is_the_papers():
     assert torch.allclose(half - hat, 0.5 * (one - hat), atol=1e-10)
 
 
-def test_dds_pigdm_runs_only_below_its_level_and_counts_one_call_per_step():
+def test_dds_pigdm_runs_only_below_its_level_and_counts_one_call_per_step(monkeypatch):
     """Steps with ``sigma <= pigdm_below`` pass through the correction (and so change ``x0_hat``), the others do not;
     every step is one network call either way."""
+    import invdiff.solvers.dds as dds_module
+
     prior = GaussianPrior(torch.full((1, SIZE, SIZE), 0.4), 0.3)
     op = Inpainting((1, SIZE, SIZE), mask=0.5, noise_std=0.01, seed=0)
     y = op.A(torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2)))
     kw = dict(steps=8, schedule="karras", eta=0.7, lambda_=1.0, cg_iters=5, sigma_max=2.0, tail_average=3, sigma_hold=0.2)
-    calls = []
-    import invdiff.solvers.dds as dds_module
-
+    calls, sig = [], []
     real = dds_module.pigdm_estimate
-
-    def spy(*a, **k):
-        calls.append(a[2] if len(a) > 2 else k["sigma"])
-        return real(*a, **k)
-
-    dds_module.pigdm_estimate = spy
-    try:
-        solver = DDS(prior, pigdm=1.0, pigdm_below=0.5, **kw)
-        sig = []
-        r = solver.reconstruct(y, op, seed=0, progress=False, callback=lambda d: sig.append(d["sigma"]))
-    finally:
-        dds_module.pigdm_estimate = real
+    monkeypatch.setattr(dds_module, "pigdm_estimate", lambda denoise, x, sigma, **k: calls.append(sigma) or real(
+        denoise, x, sigma, **k))
+    r = DDS(prior, pigdm=1.0, pigdm_below=0.5, **kw).reconstruct(y, op, seed=0, progress=False,
+                                                                  callback=lambda d: sig.append(d["sigma"]))
     assert r.nfe == 8
     assert calls == [s for s in sig if s <= 0.5] and 0 < len(calls) < 8
     plain = DDS(prior, pigdm=0, **kw).reconstruct(y, op, seed=0, progress=False)
     assert not torch.allclose(plain.mean, r.mean)
+
+
+def test_dds_pigdm_on_a_noiseless_operator():
+    """An operator that states zero noise gives ``sigma_y = 0`` (``r^2 > 0`` keeps the system definite), as DDS's own
+    data step takes its noiseless limit: the run finishes, finite, and the observed pixels match ``y``."""
+    prior = GaussianPrior(torch.full((1, SIZE, SIZE), 0.4), 0.3)
+    op = Inpainting((1, SIZE, SIZE), mask=0.5, noise_std=0.0, seed=0)
+    y = op.A(torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2)))
+    r = DDS(prior, steps=6, pigdm=1.0, cg_iters=5, sigma_max=2.0).reconstruct(y, op, seed=0, progress=False)
+    assert torch.isfinite(r.mean).all()
+    assert torch.allclose(op.A(r.mean.float()), y, atol=1e-4)
 
 
 class CorrelatedGaussian(dinv.models.Denoiser):
@@ -144,7 +141,7 @@ def test_dds_pigdm_lowers_the_error_of_a_correlated_gaussian_posterior_mean():
 def test_the_data_variance_is_the_priors_sigma_data():
     """``v = sigma_data^2``: a Gaussian's own variance, a mixture's marginal variance, EDM's 0.5 for a prior without."""
     from invdiff.priors import GaussianMixturePrior
-    from invdiff.solvers.dds import pigdm_data_var
+    from invdiff.solvers.pigdm import pigdm_data_var
 
     assert pigdm_data_var(GaussianPrior(torch.full((1, SIZE, SIZE), 0.4), 0.3)) == pytest.approx(0.09)
     mix = GaussianMixturePrior(torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)]), 0.1)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from invdiff.distributed.context import SliceGroup
 from invdiff.solvers.base import Solver, sigma_range
 from invdiff.solvers.dds_slabs import dds_volume_loop
-from invdiff.solvers.pigdm import pigdm_estimate
+from invdiff.solvers.pigdm import pigdm_data_var, pigdm_estimate
 from invdiff.solvers.presets import resolve
 from invdiff.solvers.schedules import karras_sigmas, vp_chain_sigmas
 from invdiff.solvers.tv_z import ADMMTVz
@@ -170,13 +170,6 @@ class DDSConfig:
         return lambda sigma: sigma * sigma / c
 
 
-def pigdm_data_var(prior) -> float:
-    """``v`` of Pi-GDM's ``r^2`` (:mod:`invdiff.solvers.pigdm`): the prior's ``sigma_data ** 2``, or EDM's ``0.5 ** 2``
-    (data in ``[0, 1]``) for a prior that states no ``sigma_data``."""
-    s = getattr(prior, "sigma_data", None)
-    return float(0.5 if s is None else s) ** 2
-
-
 def _states_zero_noise(op) -> bool:
     """Whether ``op`` states a measurement noise of exactly zero (``noise_std``, or its deepinv noise model)."""
     s = getattr(op, "noise_std", None)
@@ -204,6 +197,10 @@ class DDSLoop(Solver):
     noise_std = _from_config("noise_std")
     tail_average = _from_config("tail_average")
     clip_x0 = _from_config("clip_x0")
+    sigma_hold = _from_config("sigma_hold")
+    tail_estimate = _from_config("tail_estimate")
+    pigdm = _from_config("pigdm")
+    pigdm_below = _from_config("pigdm_below")
     group: SliceGroup | None = None  # the split of a volume over torch.distributed ranks (None: one process)
     image_dtype: torch.dtype = torch.float64  # the state's dtype on 2D images
     volume_dtype: torch.dtype = torch.float32  # the state's dtype on volumes (inner products in float64 either way)
@@ -255,9 +252,10 @@ class DDSLoop(Solver):
         of_hat = cfg.tail_estimate == "x0_hat"
         acc = torch.zeros_like(x)
         if cfg.pigdm > 0:
+            noiseless = cfg.noise_std is None and _states_zero_noise(op)
+            sigma_y = 0.0 if noiseless else measurement_noise_std(op, cfg.noise_std, type(self).__name__)
             pigdm = partial(pigdm_estimate, self.denoise, y=y.to(dt), op=op, zeta=cfg.pigdm, cg_iters=self.cg_iters,
-                            sigma_y=measurement_noise_std(op, cfg.noise_std, type(self).__name__),
-                            data_var=pigdm_data_var(self.prior))
+                            sigma_y=sigma_y, data_var=pigdm_data_var(self.prior))
         for i in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             # 1. Tweedie estimate (Pi-GDM-corrected where cfg.uses_pigdm) and the network's noise estimate
@@ -435,41 +433,14 @@ class DDS(DDSLoop):
             kw["lambda_"] = None
         self.config = DDSConfig(kw["steps"], kw["eta"], gamma, kw["schedule"], kw["sigma_min"], kw["lambda_"], noise_std,
                                 kw["tail_average"], bool(kw["clip_x0"]), kw["sigma_max"], kw["sigma_hold"],
-                                kw["tail_estimate"] or "x0_dc", kw["pigdm"] or 0.0, kw["pigdm_below"])
+                                kw["tail_estimate"] or "x0_dc", kw["pigdm"], kw["pigdm_below"])
         self.cg_iters = check_positive_int("cg_iters", kw["cg_iters"], minimum=0)
         self.tv_weight = check_positive_float("tv_weight", tv_weight, allow_zero=True)
         self.rho = check_positive_float("rho", rho)
         self.chunk = check_positive_int("chunk", chunk)
 
-    @property
-    def sigma_min(self) -> float | None:
-        """``config.sigma_min``: last noise level of the ``"karras"`` schedule (``None``: the prior's)."""
-        return self.config.sigma_min
-
-    @property
-    def sigma_hold(self) -> float | None:
-        """``config.sigma_hold``: the noise level of the averaged tail (``None``: no hold)."""
-        return self.config.sigma_hold
-
-    @property
-    def tail_estimate(self) -> str:
-        """``config.tail_estimate``: ``"x0_dc"`` (the data-consistent estimates) or ``"x0_hat"`` (the Tweedie ones)."""
-        return self.config.tail_estimate
-
-    @property
-    def pigdm(self) -> float:
-        """``config.pigdm``: the weight ``zeta`` of the Pi-GDM correction (``0``: off)."""
-        return self.config.pigdm
-
-    @property
-    def pigdm_below(self) -> float | None:
-        """``config.pigdm_below``: the correction runs at ``sigma <= pigdm_below`` (``None``: at every step)."""
-        return self.config.pigdm_below
-
-    @property
-    def sigma_max(self) -> float | None:
-        """``config.sigma_max``: first noise level of the schedule (``None``: the prior's)."""
-        return self.config.sigma_max
+    sigma_min = _from_config("sigma_min")
+    sigma_max = _from_config("sigma_max")
 
     def _sample(self, y: Tensor, op, generator: torch.Generator, progress: bool,
                 callback: Callable[[dict], None] | None) -> Tensor:

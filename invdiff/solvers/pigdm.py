@@ -37,21 +37,28 @@ def pigdm_variance(sigma: float, data_var: float) -> float:
     return s2 * data_var / (s2 + data_var)
 
 
+def pigdm_data_var(prior) -> float:
+    """``v`` of ``r^2``: the prior's ``sigma_data ** 2``, or EDM's ``0.5 ** 2`` (data in ``[0, 1]``) for a prior that
+    states no ``sigma_data``."""
+    s = getattr(prior, "sigma_data", None)
+    return float(0.5 if s is None else s) ** 2
+
+
 def pigdm_estimate(denoise: Callable[..., Tensor], x: Tensor, sigma: float, y: Tensor, op, sigma_y: float,
                    data_var: float, zeta: float = 1.0, cg_iters: int = 20) -> tuple[Tensor, Tensor]:
     """``(x0_tilde, x0_hat)``: the Pi-GDM-corrected Tweedie estimate and the network's own (module docstring).
 
     ``denoise(x, sigma, grad=True)`` must keep the graph (:meth:`invdiff.solvers.base.Solver.denoise`); ``op`` is a
-    linear operator with ``A`` and ``A_adjoint``; ``cg_iters`` CG iterations solve the measurement-space system.
+    linear operator with ``A`` and ``A_adjoint`` (applied outside autograd, so it needs no backward of its own);
+    ``sigma_y = 0`` (a noiseless operator) is allowed, since ``r^2 > 0``; ``cg_iters`` CG iterations solve the measurement-space system.
     """
     r2 = pigdm_variance(sigma, data_var)
     sy2 = float(sigma_y) ** 2
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        x0_hat = denoise(xg, sigma, grad=True)
-        Ax0 = op.A(x0_hat)
-        residual = (y - Ax0).detach()
-        u = cg(lambda v: r2 * op.A(op.A_adjoint(v)) + sy2 * v, residual, iters=cg_iters)
-        (g,) = torch.autograd.grad(Ax0, xg, grad_outputs=u.to(Ax0.dtype))
-    x0_hat = x0_hat.detach()
+        x0_graph = denoise(xg, sigma, grad=True)
+    x0_hat = x0_graph.detach()
+    # the operator stays outside the graph: J^T (A^T u) is the same product as the gradient of <A x0_hat, u>
+    u = cg(lambda v: r2 * op.A(op.A_adjoint(v)) + sy2 * v, y - op.A(x0_hat), iters=cg_iters)
+    (g,) = torch.autograd.grad(x0_graph, xg, grad_outputs=op.A_adjoint(u).to(x0_graph.dtype))
     return x0_hat + (zeta * float(sigma) ** 2) * g.to(x0_hat.dtype), x0_hat
